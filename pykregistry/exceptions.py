@@ -1,0 +1,44 @@
+"""The exceptions pykregistry raises.
+
+Every one is a :class:`RegistryError` and also derives from the builtin it
+resembles, so handlers written for ``KeyError``, ``ValueError`` or
+``RuntimeError`` keep working. This module is pure Python and imports nothing
+native; the Rust core imports these classes and raises them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CapacityError",
+    "InvalidSpanIdError",
+    "RegistryError",
+    "SpanClosedError",
+    "SpanNotFoundError",
+]
+
+
+class RegistryError(Exception):
+    """Base class of every error the registry raises."""
+
+
+class SpanNotFoundError(RegistryError, KeyError):
+    """The ID does not name a live span: it closed, was never issued, or is
+    a stale ID whose slot now holds a later span."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; a sentence reads better unquoted.
+        return str(self.args[0]) if self.args else ""
+
+
+class SpanClosedError(SpanNotFoundError):
+    """A handle or view was used after its span closed (or, for a handle,
+    after :meth:`Span.close`)."""
+
+
+class InvalidSpanIdError(RegistryError, ValueError):
+    """An integer that can never be a span ID: span IDs are in ``[1, 2**64)``."""
+
+
+class CapacityError(RegistryError, RuntimeError):
+    """The registry ran out of capacity: every slab slot is in use, or more
+    threads are alive than the slab has shards for. Nothing was created."""

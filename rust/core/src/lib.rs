@@ -1,0 +1,25 @@
+//! The core of pykregistry: a lock-free span registry on
+//! [`sharded_slab::Pool`] with `tracing-core` semantics.
+//!
+//! - [`Registry`] stores spans, counts their references and closes them
+//!   deterministically, cascading to parents iteratively.
+//! - [`SpanStack`] is a context's stack of entered spans.
+//! - `Registry` implements [`tracing_core::Subscriber`], so the `tracing`
+//!   macros drive it too.
+//!
+//! This crate has no Python dependency; the bindings live in
+//! `rust/python`.
+
+mod error;
+mod field;
+mod level;
+mod registry;
+mod stack;
+mod subscriber;
+
+pub use error::{Error, Op};
+pub use field::{Fields, Value};
+pub use level::Level;
+pub use registry::{Attrs, Hooks, Id, NoHooks, Parent, Registry, Scope, SpanData, SpanRef};
+pub use sharded_slab::{Config, DefaultConfig};
+pub use stack::SpanStack;

@@ -1,0 +1,635 @@
+//! The registry: span data in a lock-free slab, reference counts, the close
+//! cascade.
+
+use std::fmt;
+use std::num::NonZeroU64;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{fence, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use sharded_slab::{Clear, Config, DefaultConfig, Pool};
+use thread_local::ThreadLocal;
+use tracing_core::Metadata;
+
+use crate::field::{upsert, Fields, Value};
+use crate::{Error, Level, Op};
+
+/// A span ID: an integer in `[1, 2**64)`.
+///
+/// # Span ID generation
+///
+/// An ID is the span's slab key plus one. The key packs the slot's address,
+/// the shard (thread) that created it and the slot's *generation*, which the
+/// slab advances every time the slot is released. So:
+///
+/// - no two live spans share an ID, across all threads;
+/// - the ID of a span that closed is not handed to the next span created,
+///   on any thread: reusing its slot gives a new generation and so a new ID;
+/// - an ID recurs only after its slot has been reused
+///   [`Registry::GENERATIONS`] times (8,192 with the default configuration on
+///   64-bit targets). Keep your own counter if historical data must be
+///   unique;
+/// - IDs are neither dense nor small, and say nothing about order.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(NonZeroU64);
+
+/// Where a new span's parent comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parent {
+    /// No parent: the span is a root.
+    Root,
+    /// The current span of the caller's context, looked up by the caller
+    /// (`None` when nothing is current). If it is no longer live, the new
+    /// span is a root.
+    Contextual(Option<Id>),
+    /// The given span, which must be live.
+    Explicit(Id),
+}
+
+/// The name, target and level of a new span.
+#[derive(Debug, Clone, Copy)]
+pub struct Attrs<'a> {
+    /// The span's name.
+    pub name: &'a str,
+    /// The span's target (usually a module path).
+    pub target: &'a str,
+    /// The span's level.
+    pub level: Level,
+    /// `tracing` metadata, when the span came through the `Subscriber` impl.
+    pub metadata: Option<&'static Metadata<'static>>,
+}
+
+/// What the registry calls back for the steps only it sees: a span closing,
+/// including every parent that a close cascades to.
+pub trait Hooks: Send + Sync + 'static {
+    /// Per-span data owned by the hooks' user (extensions, timings). Reset to
+    /// its default when the span's slot is cleared.
+    type Ext: Default + Send + Sync + 'static;
+
+    /// Called once for each span whose count reached zero, before its slot is
+    /// cleared and before its parent's reference is released: the span is
+    /// still fully readable here, and so is its parent.
+    fn on_close(&self, id: Id, span: &SpanData<Self::Ext>) {
+        let _ = (id, span);
+    }
+}
+
+/// Hooks that do nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {
+    type Ext = ();
+}
+
+/// A span registry.
+///
+/// Cheap to clone: clones share the same spans. It is `Send + Sync`; every
+/// operation is lock-free except reading or recording fields, which takes a
+/// per-span lock.
+///
+/// The registry stores spans and counts references. Which span is *current*
+/// is the business of the caller's context: the Python bindings keep one
+/// stack per thread and asyncio task, the [`tracing_core::Subscriber`] impl
+/// keeps one per thread (see [`crate::SpanStack`]).
+pub struct Registry<H: Hooks = NoHooks, C: Config = DefaultConfig> {
+    shared: Arc<Shared<H, C>>,
+}
+
+struct Shared<H: Hooks, C: Config> {
+    spans: Pool<SpanData<H::Ext>, C>,
+    /// Spans created minus spans cleared, per thread, so that counting does
+    /// not make threads contend on one cache line.
+    live: ThreadLocal<LiveCount>,
+    hooks: H,
+    uid: usize,
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+struct LiveCount(AtomicIsize);
+
+/// What the slab stores for a span. Pooled: when a span closes its slot is
+/// cleared in place and reused by a later span, so the `Default` and [`Clear`]
+/// impls are load-bearing (they drop fields and extensions, and keep only
+/// string and vector capacity).
+pub struct SpanData<X> {
+    name: String,
+    target: String,
+    level: Level,
+    metadata: Option<&'static Metadata<'static>>,
+    parent: Option<Id>,
+    ref_count: AtomicUsize,
+    fields: Mutex<Fields>,
+    ext: X,
+}
+
+/// A read-only view of a live span, borrowed from the registry.
+///
+/// While a `SpanRef` exists the span's slot cannot be reused; the span may
+/// still close meanwhile (its slot is cleared when the last view is dropped).
+pub struct SpanRef<'a, H: Hooks = NoHooks, C: Config = DefaultConfig> {
+    registry: &'a Registry<H, C>,
+    id: Id,
+    data: sharded_slab::pool::Ref<'a, SpanData<H::Ext>, C>,
+}
+
+/// The span and its ancestors, leaf to root. See [`SpanRef::scope`].
+pub struct Scope<'a, H: Hooks = NoHooks, C: Config = DefaultConfig> {
+    registry: &'a Registry<H, C>,
+    next: Option<Id>,
+}
+
+// === impl Id ===
+
+impl Id {
+    /// The ID with this integer value, if it is not zero.
+    pub fn from_u64(n: u64) -> Result<Id, Error> {
+        NonZeroU64::new(n).map(Id).ok_or(Error::ZeroId)
+    }
+
+    /// The integer value of this ID.
+    #[must_use]
+    pub fn into_u64(self) -> u64 {
+        self.0.get()
+    }
+
+    fn from_key(key: usize) -> Id {
+        // Keys never use all 64 bits (the thread index is at most MAX_THREADS,
+        // below its field's maximum), so `key + 1` neither overflows nor is 0.
+        Id(NonZeroU64::new(key as u64 + 1).expect("slab keys are below u64::MAX"))
+    }
+
+    fn key(self) -> Option<usize> {
+        usize::try_from(self.0.get() - 1).ok()
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({})", self.0)
+    }
+}
+
+impl From<Id> for tracing_core::span::Id {
+    fn from(id: Id) -> Self {
+        tracing_core::span::Id::from_non_zero_u64(id.0)
+    }
+}
+
+impl From<&tracing_core::span::Id> for Id {
+    fn from(id: &tracing_core::span::Id) -> Self {
+        Id(id.into_non_zero_u64())
+    }
+}
+
+// === impl Registry ===
+
+impl Registry {
+    /// A registry with no hooks and the default slab configuration.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::with_hooks(NoHooks)
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<H: Hooks, C: Config> Clone for Registry<H, C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<H: Hooks, C: Config> fmt::Debug for Registry<H, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("uid", &self.shared.uid)
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Hooks, C: Config> Registry<H, C> {
+    /// How many times a slot can be reused before an ID recurs.
+    /// The slab advances a slot's generation modulo `2**bits - 1`.
+    pub const GENERATIONS: u64 = (1 << generation_len::<C>()) - 1;
+
+    /// A registry that calls `hooks` back, with slab configuration `C`.
+    pub fn with_hooks(hooks: H) -> Self {
+        static NEXT_UID: AtomicUsize = AtomicUsize::new(1);
+        Self {
+            shared: Arc::new(Shared {
+                spans: Pool::new_with_config::<C>(),
+                live: ThreadLocal::new(),
+                hooks,
+                uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            }),
+        }
+    }
+
+    /// The hooks this registry calls.
+    pub fn hooks(&self) -> &H {
+        &self.shared.hooks
+    }
+
+    /// A number unique to this registry (and its clones) in this process.
+    #[must_use]
+    pub fn uid(&self) -> usize {
+        self.shared.uid
+    }
+
+    /// Creates a span with count 1 and returns its ID.
+    ///
+    /// With [`Parent::Explicit`], the parent must be live (else nothing is
+    /// created and no count changes); a [`Parent::Contextual`] parent that is
+    /// no longer live makes a root. A span with a parent holds one reference
+    /// on it until it closes. `init` fills the new span's fields and
+    /// extension data.
+    pub fn new_span(
+        &self,
+        attrs: &Attrs<'_>,
+        parent: Parent,
+        init: impl FnOnce(&mut Fields, &mut H::Ext),
+    ) -> Result<Id, Error> {
+        let parent = match parent {
+            Parent::Root | Parent::Contextual(None) => None,
+            Parent::Contextual(Some(p)) => self.clone_span(p).ok(),
+            Parent::Explicit(p) => Some(self.clone_span(p).map_err(|e| match e {
+                Error::NotLive { id, .. } => Error::NotLive { id, op: Op::Parent },
+                e => e,
+            })?),
+        };
+        let created = guard_slab(|| {
+            let mut slot = self.shared.spans.create()?;
+            let data = &mut *slot;
+            data.name.push_str(attrs.name);
+            data.target.push_str(attrs.target);
+            data.level = attrs.level;
+            data.metadata = attrs.metadata;
+            data.parent = parent;
+            *data.ref_count.get_mut() = 1;
+            init(
+                data.fields.get_mut().unwrap_or_else(PoisonError::into_inner),
+                &mut data.ext,
+            );
+            Some(slot.key())
+        });
+        match created {
+            Ok(Some(key)) => {
+                self.count_live(1);
+                Ok(Id::from_key(key))
+            }
+            failed => {
+                if let Some(p) = parent {
+                    self.release(p);
+                }
+                Err(failed.err().unwrap_or(Error::SlabFull))
+            }
+        }
+    }
+
+    /// Adds a reference to a live span and returns its ID. On any other ID it
+    /// fails and changes nothing.
+    pub fn clone_span(&self, id: Id) -> Result<Id, Error> {
+        let span = self.slot(id).ok_or(Error::not_live(id, Op::Clone))?;
+        // Like `Arc::clone`, increments need no ordering; unlike it, a count
+        // of 0 means the span is closing and must not come back to life.
+        let mut refs = span.ref_count.load(Ordering::Relaxed);
+        loop {
+            if refs == 0 {
+                return Err(Error::not_live(id, Op::Clone));
+            }
+            match span.ref_count.compare_exchange_weak(
+                refs,
+                refs + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(id),
+                Err(now) => refs = now,
+            }
+        }
+    }
+
+    /// Releases one reference to a live span. Returns `true` exactly when
+    /// this call brought the count to zero; the span has then closed: hooks'
+    /// `on_close` ran, the slot was cleared, and the reference it held on
+    /// its parent was released, closing the parent in turn if that was its
+    /// last, and so on up the tree (iteratively: depth costs no stack).
+    ///
+    /// On an ID that is not live it fails and changes nothing; a span never
+    /// closes twice.
+    pub fn try_close(&self, id: Id) -> Result<bool, Error> {
+        let span = self.slot(id).ok_or(Error::not_live(id, Op::Close))?;
+        match decrement(&span.ref_count) {
+            None => Err(Error::not_live(id, Op::Close)),
+            Some(false) => Ok(false),
+            Some(true) => {
+                self.close_cascade(id, span);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Like [`try_close`](Self::try_close) on a reference the caller knows it
+    /// holds; an error here is a bookkeeping bug and is ignored.
+    pub(crate) fn release(&self, id: Id) {
+        let released = self.try_close(id);
+        debug_assert!(released.is_ok(), "released a reference not held: {id:?}");
+    }
+
+    /// A view of the span, if `id` names a live span.
+    pub fn get(&self, id: Id) -> Option<SpanRef<'_, H, C>> {
+        self.slot(id).map(|data| SpanRef {
+            registry: self,
+            id,
+            data,
+        })
+    }
+
+    /// The span's reference count; 0 when `id` does not name a live span.
+    pub fn ref_count(&self, id: Id) -> usize {
+        self.slot(id)
+            .map_or(0, |span| span.ref_count.load(Ordering::Acquire))
+    }
+
+    /// The number of live spans.
+    pub fn len(&self) -> usize {
+        let n: isize = self
+            .shared
+            .live
+            .iter()
+            .map(|c| c.0.load(Ordering::Acquire))
+            .sum();
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// Whether no span is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records `values` on a live span: each replaces the field of the same
+    /// name, or is appended.
+    pub fn record<'v>(
+        &self,
+        id: Id,
+        values: impl IntoIterator<Item = (&'v str, Value)>,
+    ) -> Result<(), Error> {
+        let span = self.live_slot(id, Op::Record)?;
+        let mut fields = span.lock_fields();
+        for (name, value) in values {
+            upsert(&mut fields, name, value);
+        }
+        Ok(())
+    }
+
+    /// A live span, or the error for `op`.
+    pub fn live_slot(
+        &self,
+        id: Id,
+        op: Op,
+    ) -> Result<sharded_slab::pool::Ref<'_, SpanData<H::Ext>, C>, Error> {
+        self.slot(id)
+            .filter(|s| s.ref_count.load(Ordering::Acquire) > 0)
+            .ok_or(Error::not_live(id, op))
+    }
+
+    fn slot(&self, id: Id) -> Option<sharded_slab::pool::Ref<'_, SpanData<H::Ext>, C>> {
+        self.shared.spans.get(id.key()?)
+    }
+
+    fn count_live(&self, delta: isize) {
+        self.shared
+            .live
+            .get_or_default()
+            .0
+            .fetch_add(delta, Ordering::Release);
+    }
+
+    /// Closes `span`, whose count just reached zero, then releases the
+    /// reference it held on its parent, and so on: a loop, not recursion.
+    fn close_cascade<'a>(
+        &'a self,
+        mut id: Id,
+        mut span: sharded_slab::pool::Ref<'a, SpanData<H::Ext>, C>,
+    ) {
+        loop {
+            // Synchronize with every other release of this span (as
+            // `Arc::drop` does) before reading it for the last time.
+            fence(Ordering::Acquire);
+            self.shared.hooks.on_close(id, &span);
+            let parent = span.parent;
+            let key = span.key();
+            drop(span);
+            if guard_slab(|| self.shared.spans.clear(key)).is_err() {
+                // This thread could not get a slab shard to clear from; the
+                // span stays unreachable (count 0, never cloned again) but
+                // its slot is not reused.
+            }
+            self.count_live(-1);
+            let Some(parent_id) = parent else { return };
+            let Some(parent_span) = self.slot(parent_id) else {
+                debug_assert!(false, "a live span's parent was not live: {parent_id:?}");
+                return;
+            };
+            if decrement(&parent_span.ref_count) != Some(true) {
+                return;
+            }
+            id = parent_id;
+            span = parent_span;
+        }
+    }
+}
+
+/// Runs a slab operation that may need to register this thread with the
+/// slab; registration panics when more threads are live than the slab has
+/// shards, which becomes [`Error::TooManyThreads`].
+fn guard_slab<R>(op: impl FnOnce() -> R) -> Result<R, Error> {
+    catch_unwind(AssertUnwindSafe(op)).map_err(|_| Error::TooManyThreads)
+}
+
+/// Decrements a count that must not go below zero: `None` if it was already
+/// zero, `Some(true)` if this call brought it to zero.
+fn decrement(count: &AtomicUsize) -> Option<bool> {
+    let mut refs = count.load(Ordering::Relaxed);
+    loop {
+        if refs == 0 {
+            return None;
+        }
+        match count.compare_exchange_weak(refs, refs - 1, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return Some(refs == 1),
+            Err(now) => refs = now,
+        }
+    }
+}
+
+/// Bits of the slab key that hold the slot generation: every bit above the
+/// address and thread index (sharded-slab's layout, low bits first).
+const fn generation_len<C: Config>() -> u32 {
+    let addr = C::MAX_PAGES + C::INITIAL_PAGE_SIZE.next_power_of_two().trailing_zeros() as usize + 1;
+    let tid = (C::MAX_THREADS - 1).next_power_of_two().trailing_zeros() as usize + 1;
+    (usize::BITS as usize - C::RESERVED_BITS - addr - tid) as u32
+}
+
+// === impl SpanData ===
+
+impl<X: Default> Default for SpanData<X> {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            target: String::new(),
+            level: Level::default(),
+            metadata: None,
+            parent: None,
+            ref_count: AtomicUsize::new(0),
+            fields: Mutex::new(Vec::new()),
+            ext: X::default(),
+        }
+    }
+}
+
+impl<X: Default> Clear for SpanData<X> {
+    fn clear(&mut self) {
+        self.name.clear();
+        self.target.clear();
+        self.metadata = None;
+        // The parent's reference was released by the close cascade, not here:
+        // releasing from `clear` would recurse, and clears can be deferred to
+        // whichever thread drops the last `SpanRef`.
+        self.parent = None;
+        self.fields
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.ext = X::default();
+    }
+}
+
+impl<X> SpanData<X> {
+    /// The span's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The span's target.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The span's level.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// The `tracing` metadata, for spans made through the `Subscriber` impl.
+    pub fn metadata(&self) -> Option<&'static Metadata<'static>> {
+        self.metadata
+    }
+
+    /// The parent's ID; `None` for a root.
+    pub fn parent_id(&self) -> Option<Id> {
+        self.parent
+    }
+
+    /// The current reference count.
+    pub fn ref_count(&self) -> usize {
+        self.ref_count.load(Ordering::Acquire)
+    }
+
+    /// The fields, locked for reading or recording.
+    pub fn lock_fields(&self) -> MutexGuard<'_, Fields> {
+        self.fields.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The hooks' per-span data.
+    pub fn ext(&self) -> &X {
+        &self.ext
+    }
+}
+
+impl<X> fmt::Debug for SpanData<X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpanData")
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .field("level", &self.level)
+            .field("parent", &self.parent)
+            .field("ref_count", &self.ref_count())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl SpanRef ===
+
+impl<'a, H: Hooks, C: Config> SpanRef<'a, H, C> {
+    /// The span's ID.
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    /// A view of the parent, if the span has one and it is still live.
+    #[must_use]
+    pub fn parent(&self) -> Option<SpanRef<'a, H, C>> {
+        self.registry.get(self.data.parent?)
+    }
+
+    /// The span, its parent, and so on to the root.
+    #[must_use]
+    pub fn scope(&self) -> Scope<'a, H, C> {
+        Scope {
+            registry: self.registry,
+            next: Some(self.id),
+        }
+    }
+}
+
+impl<H: Hooks, C: Config> std::ops::Deref for SpanRef<'_, H, C> {
+    type Target = SpanData<H::Ext>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.data
+    }
+}
+
+impl<H: Hooks, C: Config> fmt::Debug for SpanRef<'_, H, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpanRef")
+            .field("id", &self.id)
+            .field("data", &*self.data)
+            .finish()
+    }
+}
+
+// === impl Scope ===
+
+impl<'a, H: Hooks, C: Config> Scope<'a, H, C> {
+    /// The same spans, root first.
+    #[must_use]
+    pub fn from_root(self) -> std::iter::Rev<std::vec::IntoIter<SpanRef<'a, H, C>>> {
+        self.collect::<Vec<_>>().into_iter().rev()
+    }
+}
+
+impl<'a, H: Hooks, C: Config> Iterator for Scope<'a, H, C> {
+    type Item = SpanRef<'a, H, C>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let span = self.registry.get(self.next?)?;
+        self.next = span.parent_id();
+        Some(span)
+    }
+}
+
+impl<H: Hooks, C: Config> fmt::Debug for Scope<'_, H, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scope").field("next", &self.next).finish()
+    }
+}
