@@ -74,6 +74,10 @@ impl tracing_core::field::Visit for Collector<'_> {
         upsert(self.0, field.name(), Value::Str(value.into()));
     }
     fn record_debug(&mut self, field: &tracing_core::Field, value: &dyn fmt::Debug) {
-        upsert(self.0, field.name(), Value::Str(format!("{value:?}").into()));
+        upsert(
+            self.0,
+            field.name(),
+            Value::Str(format!("{value:?}").into()),
+        );
     }
 }

@@ -68,9 +68,17 @@ pub trait Hooks: Send + Sync + 'static {
 
     /// Called once for each span whose count reached zero, before its slot is
     /// cleared and before its parent's reference is released: the span is
-    /// still fully readable here, and so is its parent.
-    fn on_close(&self, id: Id, span: &SpanData<Self::Ext>) {
-        let _ = (id, span);
+    /// still fully readable here (also through `registry.get(id)`), and so
+    /// is its parent.
+    fn on_close<C: Config + 'static>(
+        &self,
+        registry: &Registry<Self, C>,
+        id: Id,
+        span: &SpanData<Self::Ext>,
+    ) where
+        Self: Sized,
+    {
+        let _ = (registry, id, span);
     }
 }
 
@@ -207,7 +215,7 @@ impl<H: Hooks, C: Config> Clone for Registry<H, C> {
     }
 }
 
-impl<H: Hooks, C: Config> fmt::Debug for Registry<H, C> {
+impl<H: Hooks, C: Config + 'static> fmt::Debug for Registry<H, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Registry")
             .field("uid", &self.shared.uid)
@@ -216,7 +224,7 @@ impl<H: Hooks, C: Config> fmt::Debug for Registry<H, C> {
     }
 }
 
-impl<H: Hooks, C: Config> Registry<H, C> {
+impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     /// How many times a slot can be reused before an ID recurs.
     /// The slab advances a slot's generation modulo `2**bits - 1`.
     pub const GENERATIONS: u64 = (1 << generation_len::<C>()) - 1;
@@ -276,7 +284,9 @@ impl<H: Hooks, C: Config> Registry<H, C> {
             data.parent = parent;
             *data.ref_count.get_mut() = 1;
             init(
-                data.fields.get_mut().unwrap_or_else(PoisonError::into_inner),
+                data.fields
+                    .get_mut()
+                    .unwrap_or_else(PoisonError::into_inner),
                 &mut data.ext,
             );
             Some(slot.key())
@@ -425,7 +435,7 @@ impl<H: Hooks, C: Config> Registry<H, C> {
             // Synchronize with every other release of this span (as
             // `Arc::drop` does) before reading it for the last time.
             fence(Ordering::Acquire);
-            self.shared.hooks.on_close(id, &span);
+            self.shared.hooks.on_close(self, id, &span);
             let parent = span.parent;
             let key = span.key();
             drop(span);
@@ -474,7 +484,8 @@ fn decrement(count: &AtomicUsize) -> Option<bool> {
 /// Bits of the slab key that hold the slot generation: every bit above the
 /// address and thread index (sharded-slab's layout, low bits first).
 const fn generation_len<C: Config>() -> u32 {
-    let addr = C::MAX_PAGES + C::INITIAL_PAGE_SIZE.next_power_of_two().trailing_zeros() as usize + 1;
+    let addr =
+        C::MAX_PAGES + C::INITIAL_PAGE_SIZE.next_power_of_two().trailing_zeros() as usize + 1;
     let tid = (C::MAX_THREADS - 1).next_power_of_two().trailing_zeros() as usize + 1;
     (usize::BITS as usize - C::RESERVED_BITS - addr - tid) as u32
 }
@@ -569,7 +580,7 @@ impl<X> fmt::Debug for SpanData<X> {
 
 // === impl SpanRef ===
 
-impl<'a, H: Hooks, C: Config> SpanRef<'a, H, C> {
+impl<'a, H: Hooks, C: Config + 'static> SpanRef<'a, H, C> {
     /// The span's ID.
     pub fn id(&self) -> Id {
         self.id
@@ -610,7 +621,7 @@ impl<H: Hooks, C: Config> fmt::Debug for SpanRef<'_, H, C> {
 
 // === impl Scope ===
 
-impl<'a, H: Hooks, C: Config> Scope<'a, H, C> {
+impl<'a, H: Hooks, C: Config + 'static> Scope<'a, H, C> {
     /// The same spans, root first.
     #[must_use]
     pub fn from_root(self) -> std::iter::Rev<std::vec::IntoIter<SpanRef<'a, H, C>>> {
@@ -618,7 +629,7 @@ impl<'a, H: Hooks, C: Config> Scope<'a, H, C> {
     }
 }
 
-impl<'a, H: Hooks, C: Config> Iterator for Scope<'a, H, C> {
+impl<'a, H: Hooks, C: Config + 'static> Iterator for Scope<'a, H, C> {
     type Item = SpanRef<'a, H, C>;
 
     fn next(&mut self) -> Option<Self::Item> {

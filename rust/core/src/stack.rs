@@ -48,7 +48,10 @@ impl SpanStack {
 
     /// Removes every entry; returns the IDs whose references were held.
     pub fn drain_held(&mut self) -> impl Iterator<Item = Id> + '_ {
-        self.entries.drain(..).filter(|e| !e.duplicate).map(|e| e.id)
+        self.entries
+            .drain(..)
+            .filter(|e| !e.duplicate)
+            .map(|e| e.id)
     }
 
     /// Whether nothing is entered.
@@ -73,8 +76,14 @@ mod tests {
         assert!(s.push(id(2)));
         assert!(!s.push(id(1)), "re-entering root is a duplicate");
         assert_eq!(s.current(), Some(id(2)));
-        assert!(!s.pop(id(1)), "the most recent entry, the duplicate, goes first");
-        assert!(s.pop(id(1)), "then the first entry, which held the reference");
+        assert!(
+            !s.pop(id(1)),
+            "the most recent entry, the duplicate, goes first"
+        );
+        assert!(
+            s.pop(id(1)),
+            "then the first entry, which held the reference"
+        );
         assert_eq!(s.current(), Some(id(2)));
     }
 

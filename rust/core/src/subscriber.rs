@@ -23,12 +23,12 @@ trait ThreadStack {
     fn stack(&mut self) -> &mut SpanStack;
 }
 
-struct Local<H: Hooks, C: Config> {
+struct Local<H: Hooks, C: Config + 'static> {
     registry: Registry<H, C>,
     stack: SpanStack,
 }
 
-impl<H: Hooks, C: Config> ThreadStack for Local<H, C> {
+impl<H: Hooks, C: Config + 'static> ThreadStack for Local<H, C> {
     fn registry_uid(&self) -> usize {
         self.registry.uid()
     }
@@ -37,7 +37,7 @@ impl<H: Hooks, C: Config> ThreadStack for Local<H, C> {
     }
 }
 
-impl<H: Hooks, C: Config> Drop for Local<H, C> {
+impl<H: Hooks, C: Config + 'static> Drop for Local<H, C> {
     fn drop(&mut self) {
         for id in self.stack.drain_held() {
             self.registry.release(id);
@@ -104,7 +104,9 @@ impl<H: Hooks, C: Config + Send + Sync + 'static> Subscriber for Registry<H, C> 
             metadata: Some(meta),
         };
         let id = self
-            .new_span(&span, parent, |fields, _| attrs.record(&mut Collector(fields)))
+            .new_span(&span, parent, |fields, _| {
+                attrs.record(&mut Collector(fields))
+            })
             .unwrap_or_else(|e| panic!("tracing span {:?}: {e}", meta.name()));
         id.into()
     }
@@ -149,7 +151,10 @@ impl<H: Hooks, C: Config + Send + Sync + 'static> Subscriber for Registry<H, C> 
     }
 
     fn current_span(&self) -> Current {
-        match self.thread_current().and_then(|id| Some((id, self.get(id)?.metadata()?))) {
+        match self
+            .thread_current()
+            .and_then(|id| Some((id, self.get(id)?.metadata()?)))
+        {
             Some((id, meta)) => Current::new(id.into(), meta),
             None => Current::none(),
         }

@@ -1,1 +1,39 @@
+//! The native module `pykregistry._native`: thin PyO3 bindings over
+//! `pykregistry-core`. The public surface is curated in
+//! `pykregistry/__init__.py`.
+
+mod context;
+mod convert;
+mod errors;
+mod event;
+mod layers;
+mod registry;
+mod span;
+mod span_ref;
+
 use pyo3::prelude::*;
+
+#[pymodule]
+mod _native {
+    use super::*;
+
+    #[pymodule_export]
+    use crate::registry::PyRegistry;
+    #[pymodule_export]
+    use crate::span::{Entered, Span};
+    #[pymodule_export]
+    use crate::span_ref::SpanRef;
+    #[pymodule_export]
+    use crate::event::Event;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        let py = m.py();
+        m.add("CURRENT", convert::current_sentinel(py)?.clone_ref(py))?;
+        m.add(
+            "GENERATIONS",
+            crate::registry::Core::GENERATIONS,
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! Conversions of Python arguments: IDs, levels, parents, field values.
+
+use pykregistry_core::{Fields, Id, Level, Parent, Value};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple};
+
+use crate::errors::InvalidSpanIdError;
+use crate::span::Span;
+use crate::span_ref::SpanRef;
+
+/// The sentinel for "the current span of the calling context" as a parent.
+#[pyclass(name = "_Current", module = "pykregistry", frozen)]
+pub(crate) struct CurrentParent;
+
+#[pymethods]
+impl CurrentParent {
+    fn __repr__(&self) -> &'static str {
+        "CURRENT"
+    }
+
+    fn __reduce__(&self) -> &'static str {
+        "CURRENT"
+    }
+}
+
+static CURRENT: PyOnceLock<Py<CurrentParent>> = PyOnceLock::new();
+
+/// The `CURRENT` singleton.
+pub(crate) fn current_sentinel(py: Python<'_>) -> PyResult<&Py<CurrentParent>> {
+    CURRENT.get_or_try_init(py, || Py::new(py, CurrentParent))
+}
+
+/// A span ID from a Python int: `TypeError` for non-ints (and bools),
+/// `InvalidSpanIdError` (a `ValueError`) outside `[1, 2**64)`.
+pub(crate) fn span_id(obj: &Bound<'_, PyAny>) -> PyResult<Id> {
+    match lookup_id(obj)? {
+        Some(id) => Ok(id),
+        None => Err(InvalidSpanIdError::new_err(format!(
+            "{} is not a span ID: span IDs are ints in [1, 2**64)",
+            obj.repr()?
+        ))),
+    }
+}
+
+/// Like [`span_id`], but `None` for ints that can never be IDs, for lookups
+/// that answer "not live" to any int.
+pub(crate) fn lookup_id(obj: &Bound<'_, PyAny>) -> PyResult<Option<Id>> {
+    if !obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "span IDs are ints, not {}",
+            obj.get_type().name()?
+        )));
+    }
+    Ok(obj.extract::<u64>().ok().and_then(|n| Id::from_u64(n).ok()))
+}
+
+/// A level from a `Level`, an int 1..=5 or a case-insensitive name.
+pub(crate) fn level(obj: &Bound<'_, PyAny>) -> PyResult<Level> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        let name = s.to_str()?;
+        return Level::from_name(name).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!(
+                "unknown level {name:?}: expected one of trace, debug, info, warn, error"
+            ))
+        });
+    }
+    if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
+        return obj
+            .extract::<u8>()
+            .ok()
+            .and_then(Level::from_u8)
+            .ok_or_else(|| {
+                pyo3::exceptions::PyValueError::new_err(format!(
+                    "level {} is out of range: Level values are 1 (ERROR) to 5 (TRACE)",
+                    obj.repr().map(|r| r.to_string()).unwrap_or_default()
+                ))
+            });
+    }
+    Err(PyTypeError::new_err(format!(
+        "a level is a pykregistry.Level or its name, not {}",
+        obj.get_type().name()?
+    )))
+}
+
+static LEVELS: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+
+/// The `pykregistry.Level` member for `level`.
+pub(crate) fn level_to_py(py: Python<'_>, level: Level) -> PyResult<Bound<'_, PyAny>> {
+    let members = LEVELS.get_or_try_init(py, || -> PyResult<_> {
+        let cls = py.import("pykregistry.level")?.getattr("Level")?;
+        let members = Level::ALL
+            .iter()
+            .map(|l| cls.call1((*l as u8,)))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(PyTuple::new(py, members)?.unbind())
+    })?;
+    members.bind(py).get_item(level as usize - 1)
+}
+
+/// A parent argument: `CURRENT`, `None`, an ID, a `Span` or a `SpanRef`.
+/// `current` is called only for `CURRENT`.
+pub(crate) fn parent(
+    obj: Option<&Bound<'_, PyAny>>,
+    current: impl FnOnce() -> PyResult<Option<Id>>,
+) -> PyResult<Parent> {
+    let Some(obj) = obj else {
+        return Ok(Parent::Contextual(current()?));
+    };
+    if obj.is_none() {
+        return Ok(Parent::Root);
+    }
+    if obj.is_instance_of::<CurrentParent>() {
+        return Ok(Parent::Contextual(current()?));
+    }
+    if let Ok(span) = obj.cast::<Span>() {
+        return Ok(Parent::Explicit(span.get().id));
+    }
+    if let Ok(view) = obj.cast::<SpanRef>() {
+        return Ok(Parent::Explicit(view.get().id));
+    }
+    if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
+        return Ok(Parent::Explicit(span_id(obj)?));
+    }
+    Err(PyTypeError::new_err(format!(
+        "parent must be CURRENT, None, a span ID, a Span or a SpanRef, not {}",
+        obj.get_type().name()?
+    )))
+}
+
+/// A field value: `None`, `bool`, `int`, `float` and `str` exactly, anything
+/// else as its `repr()`.
+pub(crate) fn value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    if obj.is_none() {
+        Ok(Value::None)
+    } else if let Ok(b) = obj.cast::<PyBool>() {
+        Ok(Value::Bool(b.is_true()))
+    } else if obj.is_instance_of::<PyInt>() {
+        if let Ok(n) = obj.extract::<i64>() {
+            Ok(Value::I64(n))
+        } else if let Ok(n) = obj.extract::<u64>() {
+            Ok(Value::U64(n))
+        } else {
+            // An int subclass may override __str__; int.__repr__ gives digits.
+            let digits = py_int_digits(obj)?;
+            Ok(Value::BigInt(digits.into()))
+        }
+    } else if obj.is_instance_of::<PyFloat>() {
+        Ok(Value::F64(obj.extract::<f64>()?))
+    } else if let Ok(s) = obj.cast::<PyString>() {
+        Ok(Value::Str(s.to_str()?.into()))
+    } else {
+        Ok(Value::Str(obj.repr()?.to_str()?.into()))
+    }
+}
+
+fn py_int_digits(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    let py = obj.py();
+    let int_repr = py.get_type::<PyInt>().getattr("__repr__")?;
+    int_repr.call1((obj,))?.extract()
+}
+
+/// A field value back in Python.
+pub(crate) fn value_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::None => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::I64(n) => n.into_pyobject(py)?.into_any(),
+        Value::U64(n) => n.into_pyobject(py)?.into_any(),
+        Value::BigInt(s) => py.get_type::<PyInt>().call1((&**s,))?,
+        Value::F64(x) => PyFloat::new(py, *x).into_any(),
+        Value::Str(s) => PyString::new(py, s).into_any(),
+    })
+}
+
+/// Fields as a dict.
+pub(crate) fn fields_to_py<'py>(py: Python<'py>, fields: &Fields) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (name, value) in fields {
+        dict.set_item(&**name, value_to_py(py, value)?)?;
+    }
+    Ok(dict)
+}
+
+/// Converts `(name, value)` pairs; fails before anything is recorded.
+pub(crate) fn fields_from_items<'py>(
+    items: impl IntoIterator<Item = (Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+) -> PyResult<Fields> {
+    items
+        .into_iter()
+        .map(|(k, v)| {
+            let name = k.cast::<PyString>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "field names are str, not {}",
+                    k.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                ))
+            })?;
+            Ok((name.to_str()?.into(), value(&v)?))
+        })
+        .collect()
+}

@@ -1,0 +1,55 @@
+//! `pykregistry.Event`: what layers' `on_event` receives.
+
+use pykregistry_core::{Fields, Id, Level};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use crate::convert;
+
+/// A point in time with a message, level, target, fields and parent span.
+#[pyclass(name = "Event", module = "pykregistry", frozen)]
+pub(crate) struct Event {
+    pub(crate) message: Py<PyString>,
+    pub(crate) level: Level,
+    pub(crate) target: String,
+    pub(crate) parent_id: Option<Id>,
+    pub(crate) fields: Fields,
+}
+
+#[pymethods]
+impl Event {
+    #[getter]
+    fn message(&self, py: Python<'_>) -> Py<PyString> {
+        self.message.clone_ref(py)
+    }
+
+    #[getter]
+    fn level<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        convert::level_to_py(py, self.level)
+    }
+
+    #[getter]
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    #[getter]
+    fn parent_id(&self) -> Option<u64> {
+        self.parent_id.map(Id::into_u64)
+    }
+
+    #[getter]
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        convert::fields_to_py(py, &self.fields)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "Event({:?}, level=Level.{}, target={:?}, parent={})",
+            self.message.bind(py).to_string(),
+            self.level,
+            self.target,
+            self.parent_id.map_or("None".to_owned(), |p| p.into_u64().to_string())
+        )
+    }
+}

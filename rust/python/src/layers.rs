@@ -1,0 +1,155 @@
+//! Layers: Python objects that see each step of a span's life.
+//!
+//! A layer may define any of `on_new_span(span)`, `on_record(span, values)`,
+//! `on_follows_from(span, follows_id)`, `on_event(event)`, `on_enter(span)`,
+//! `on_exit(span)` and `on_close(span)`, where `span` is a `SpanRef`. The
+//! methods are looked up once, when the layer is added. A layer that raises
+//! never breaks the caller nor the registry: the exception goes to
+//! `sys.unraisablehook` (pytest reports it) and `Registry.layer_errors`
+//! counts it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use pykregistry_core::{Config, Hooks, Id, SpanData};
+use pyo3::prelude::*;
+use pyo3::BoundObject;
+
+use crate::span_ref::SpanRef;
+
+/// The lifecycle steps a layer can hook.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Step {
+    NewSpan,
+    Record,
+    FollowsFrom,
+    Event,
+    Enter,
+    Exit,
+    Close,
+}
+
+const STEPS: [(Step, &str); 7] = [
+    (Step::NewSpan, "on_new_span"),
+    (Step::Record, "on_record"),
+    (Step::FollowsFrom, "on_follows_from"),
+    (Step::Event, "on_event"),
+    (Step::Enter, "on_enter"),
+    (Step::Exit, "on_exit"),
+    (Step::Close, "on_close"),
+];
+
+struct Layer {
+    object: Py<PyAny>,
+    methods: [Option<Py<PyAny>>; 7],
+}
+
+/// The registry's layers, as the core's [`Hooks`].
+#[derive(Default)]
+pub(crate) struct Layers {
+    layers: RwLock<Arc<Vec<Layer>>>,
+    /// Per step, whether any layer hooks it: the fast path checks only this.
+    hooked: [AtomicBool; 7],
+    errors: AtomicU64,
+}
+
+impl Layers {
+    pub(crate) fn add(&self, object: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut methods: [Option<Py<PyAny>>; 7] = Default::default();
+        for (i, (_, name)) in STEPS.iter().enumerate() {
+            if let Some(m) = object.getattr_opt(*name)? {
+                if !m.is_callable() {
+                    return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                        "layer attribute {name} must be callable"
+                    )));
+                }
+                methods[i] = Some(m.unbind());
+            }
+        }
+        let mut layers = self.layers.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next: Vec<Layer> = layers
+            .iter()
+            .map(|l| Layer {
+                object: l.object.clone_ref(object.py()),
+                methods: l.methods.each_ref().map(|m| m.as_ref().map(|m| m.clone_ref(object.py()))),
+            })
+            .collect();
+        for (i, m) in methods.iter().enumerate() {
+            if m.is_some() {
+                self.hooked[i].store(true, Ordering::Release);
+            }
+        }
+        next.push(Layer {
+            object: object.clone().unbind(),
+            methods,
+        });
+        *layers = Arc::new(next);
+        Ok(())
+    }
+
+    pub(crate) fn objects<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyAny>> {
+        let layers = Arc::clone(&self.layers.read().unwrap_or_else(PoisonError::into_inner));
+        layers.iter().map(|l| l.object.bind(py).clone()).collect()
+    }
+
+    #[inline]
+    pub(crate) fn hooks(&self, step: Step) -> bool {
+        self.hooked[step as usize].load(Ordering::Acquire)
+    }
+
+    pub(crate) fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Calls every layer's hook for `step` with the arguments `args()` makes
+    /// (made once, and only if some layer hooks the step).
+    pub(crate) fn dispatch<'py, A>(
+        &self,
+        py: Python<'py>,
+        step: Step,
+        args: impl FnOnce() -> PyResult<A>,
+    ) where
+        A: IntoPyObject<'py, Target = pyo3::types::PyTuple>,
+        PyErr: From<A::Error>,
+    {
+        if !self.hooks(step) {
+            return;
+        }
+        let layers = Arc::clone(&self.layers.read().unwrap_or_else(PoisonError::into_inner));
+        let args = match args().and_then(|a| Ok(a.into_pyobject(py)?.into_bound())) {
+            Ok(a) => a,
+            Err(e) => return self.failed(py, e, None),
+        };
+        for layer in layers.iter() {
+            if let Some(method) = &layer.methods[step as usize] {
+                if let Err(e) = method.bind(py).call1(args.clone()) {
+                    self.failed(py, e, Some(layer.object.bind(py)));
+                }
+            }
+        }
+    }
+
+    fn failed(&self, py: Python<'_>, err: PyErr, layer: Option<&Bound<'_, PyAny>>) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        err.write_unraisable(py, layer);
+    }
+}
+
+impl Hooks for Layers {
+    type Ext = ();
+
+    fn on_close<C: Config + 'static>(&self, registry: &pykregistry_core::Registry<Self, C>, id: Id, _: &SpanData<()>) {
+        if !self.hooks(Step::Close) {
+            return;
+        }
+        // Only the default configuration is exposed to Python.
+        let Some(core) = (registry as &dyn std::any::Any).downcast_ref::<crate::registry::Core>() else {
+            return;
+        };
+        Python::attach(|py| {
+            self.dispatch(py, Step::Close, || {
+                Ok((Bound::new(py, SpanRef::new(core.clone(), id))?,))
+            });
+        });
+    }
+}

@@ -1,0 +1,345 @@
+//! `pykregistry.Registry`: the integer-ID API of SPEC section 4.
+
+use pykregistry_core::{Attrs, Fields, Id, Level, Op, Parent};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use crate::context::ContextStack;
+use crate::convert;
+use crate::errors::RegistryError;
+use crate::event::Event;
+use crate::layers::{Layers, Step};
+use crate::span::Span;
+use crate::span_ref::SpanRef;
+
+/// The core registry as the bindings use it.
+pub(crate) type Core = pykregistry_core::Registry<Layers>;
+
+/// A span registry: spans, their reference counts, one stack of entered
+/// spans per thread and asyncio task, and the layers that see it all.
+#[pyclass(name = "Registry", module = "pykregistry", frozen)]
+pub(crate) struct PyRegistry {
+    pub(crate) core: Core,
+    pub(crate) stack: ContextStack,
+}
+
+/// The keyword arguments shared by `new_span`, `span` and `event`.
+struct SpanArgs<'py> {
+    target: Option<Bound<'py, PyString>>,
+    level: Level,
+    parent: Option<Bound<'py, PyAny>>,
+    fields: Fields,
+}
+
+/// Where the fields of a call come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FieldsIn {
+    /// Every keyword other than `target`, `level` and `parent` is a field.
+    Kwargs,
+    /// Only the `fields=` dict holds fields (`new_span`).
+    Dict,
+}
+
+impl<'py> SpanArgs<'py> {
+    fn parse(kwargs: Option<&Bound<'py, PyDict>>, fields_in: FieldsIn) -> PyResult<Self> {
+        let mut args = SpanArgs {
+            target: None,
+            level: Level::Info,
+            parent: None,
+            fields: Fields::new(),
+        };
+        let Some(kwargs) = kwargs else {
+            return Ok(args);
+        };
+        let mut fields = Vec::new();
+        for (key, value) in kwargs.iter() {
+            // Keyword names are always str.
+            match key.cast::<PyString>()?.to_str()? {
+                "target" => {
+                    args.target = Some(value.cast_into::<PyString>().map_err(|e| {
+                        PyTypeError::new_err(format!(
+                            "target must be a str, not {}",
+                            e.into_inner().get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                        ))
+                    })?);
+                }
+                "level" => args.level = convert::level(&value)?,
+                "parent" => args.parent = Some(value),
+                "fields" if fields_in == FieldsIn::Dict => {
+                    if !value.is_none() {
+                        let dict = value.cast::<PyDict>().map_err(|_| {
+                            PyTypeError::new_err("fields must be a dict of str to values")
+                        })?;
+                        args.fields = convert::fields_from_items(dict.iter())?;
+                    }
+                }
+                other if fields_in == FieldsIn::Dict => {
+                    return Err(PyTypeError::new_err(format!(
+                        "new_span() got an unexpected keyword argument {other:?} (pass fields as fields={{...}})"
+                    )));
+                }
+                _ => fields.push((key, value)),
+            }
+        }
+        if fields_in == FieldsIn::Kwargs {
+            args.fields = convert::fields_from_items(fields)?;
+        }
+        Ok(args)
+    }
+}
+
+/// The calling frame's module name: the default target, as `tracing` uses
+/// `module_path!()`.
+fn caller_module(py: Python<'_>) -> Option<Bound<'_, PyString>> {
+    // SAFETY: a borrowed reference to the running frame's globals, or NULL.
+    let globals = unsafe { pyo3::ffi::PyEval_GetGlobals() };
+    if globals.is_null() {
+        return None;
+    }
+    // SAFETY: borrowed from the running frame, which outlives this call.
+    let globals = unsafe { Bound::from_borrowed_ptr(py, globals) };
+    let globals = globals.cast::<PyDict>().ok()?;
+    globals
+        .get_item(pyo3::intern!(py, "__name__"))
+        .ok()
+        .flatten()?
+        .cast_into::<PyString>()
+        .ok()
+}
+
+/// Releases a reference this crate holds (a handle's or a stack entry's).
+/// Layer failures during the close are reported by the layers; a core error
+/// here would be a bookkeeping bug.
+pub(crate) fn release(core: &Core, id: Id) {
+    let released = core.try_close(id);
+    debug_assert!(released.is_ok(), "released a reference not held: {id:?}");
+}
+
+impl PyRegistry {
+    /// Creates a span from parsed arguments; the caller owns its reference.
+    fn create(&self, py: Python<'_>, name: &Bound<'_, PyString>, args: SpanArgs<'_>) -> PyResult<Id> {
+        let parent = convert::parent(args.parent.as_ref(), || self.stack.current(py))?;
+        let target = match args.target {
+            Some(t) => Some(t),
+            None => caller_module(py),
+        };
+        let attrs = Attrs {
+            name: name.to_str()?,
+            target: match &target {
+                Some(t) => t.to_str()?,
+                None => "",
+            },
+            level: args.level,
+            metadata: None,
+        };
+        let fields = args.fields;
+        let id = self
+            .core
+            .new_span(&attrs, parent, move |f, ()| *f = fields)
+            .map_err(RegistryError)?;
+        self.core.hooks().dispatch(py, Step::NewSpan, || {
+            Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
+        });
+        Ok(id)
+    }
+
+    pub(crate) fn enter_id(&self, py: Python<'_>, id: Id) -> PyResult<()> {
+        self.stack.enter(py, &self.core, id)?;
+        self.core.hooks().dispatch(py, Step::Enter, || {
+            Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
+        });
+        Ok(())
+    }
+
+    pub(crate) fn exit_id(&self, py: Python<'_>, id: Id) -> PyResult<()> {
+        // Build the layers' view first: exiting may close the span.
+        let view = if self.core.hooks().hooks(Step::Exit) {
+            Some(Bound::new(py, SpanRef::new(self.core.clone(), id))?)
+        } else {
+            None
+        };
+        if self.stack.exit(py, id)? {
+            if let Some(view) = view {
+                self.core.hooks().dispatch(py, Step::Exit, || Ok((view,)));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn record_id(&self, py: Python<'_>, id: Id, values: Fields) -> PyResult<()> {
+        let layers_want = self.core.hooks().hooks(Step::Record);
+        let dict = if layers_want {
+            Some(convert::fields_to_py(py, &values)?)
+        } else {
+            None
+        };
+        self.core
+            .record(id, values.iter().map(|(k, v)| (&**k, v.clone())))
+            .map_err(RegistryError)?;
+        if let Some(dict) = dict {
+            self.core.hooks().dispatch(py, Step::Record, || {
+                Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?, dict))
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn follows_from_id(&self, py: Python<'_>, id: Id, follows: Id) -> PyResult<()> {
+        self.core.live_slot(id, Op::FollowsFrom).map_err(RegistryError)?;
+        self.core.hooks().dispatch(py, Step::FollowsFrom, || {
+            Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?, follows.into_u64()))
+        });
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl PyRegistry {
+    #[new]
+    #[pyo3(signature = (*, layers = None))]
+    fn new(py: Python<'_>, layers: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let registry = PyRegistry {
+            core: Core::with_hooks(Layers::default()),
+            stack: ContextStack::new(py)?,
+        };
+        if let Some(layers) = layers {
+            for layer in layers.try_iter()? {
+                registry.core.hooks().add(&layer?)?;
+            }
+        }
+        Ok(registry)
+    }
+
+    /// Adds a layer; it sees every step from now on.
+    fn add_layer(&self, layer: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.core.hooks().add(layer)
+    }
+
+    /// The layers, in the order they are called.
+    #[getter]
+    fn layers<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyAny>> {
+        self.core.hooks().objects(py)
+    }
+
+    /// How many times a layer raised.
+    #[getter]
+    fn layer_errors(&self) -> u64 {
+        self.core.hooks().errors()
+    }
+
+    #[pyo3(signature = (name, /, **kwargs))]
+    fn new_span(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyString>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<u64> {
+        let args = SpanArgs::parse(kwargs, FieldsIn::Dict)?;
+        Ok(self.create(py, name, args)?.into_u64())
+    }
+
+    fn clone_span(&self, id: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let id = convert::span_id(id)?;
+        Ok(self.core.clone_span(id).map_err(RegistryError)?.into_u64())
+    }
+
+    fn try_close(&self, id: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let id = convert::span_id(id)?;
+        Ok(self.core.try_close(id).map_err(RegistryError)?)
+    }
+
+    fn enter(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.enter_id(py, convert::span_id(id)?)
+    }
+
+    fn exit(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.exit_id(py, convert::span_id(id)?)
+    }
+
+    fn current_span(&self, py: Python<'_>) -> PyResult<Option<u64>> {
+        Ok(self.stack.current(py)?.map(Id::into_u64))
+    }
+
+    fn get(&self, id: &Bound<'_, PyAny>) -> PyResult<Option<SpanRef>> {
+        Ok(convert::lookup_id(id)?
+            .filter(|id| self.core.get(*id).is_some())
+            .map(|id| SpanRef::new(self.core.clone(), id)))
+    }
+
+    fn ref_count(&self, id: &Bound<'_, PyAny>) -> PyResult<usize> {
+        Ok(convert::lookup_id(id)?.map_or(0, |id| self.core.ref_count(id)))
+    }
+
+    fn __len__(&self) -> usize {
+        self.core.len()
+    }
+
+    fn __contains__(&self, id: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(convert::lookup_id(id)?.is_some_and(|id| self.core.ref_count(id) > 0))
+    }
+
+    #[pyo3(signature = (id, /, **fields))]
+    fn record(&self, py: Python<'_>, id: &Bound<'_, PyAny>, fields: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let id = convert::span_id(id)?;
+        let values = match fields {
+            Some(f) => convert::fields_from_items(f.iter())?,
+            None => Fields::new(),
+        };
+        self.record_id(py, id, values)
+    }
+
+    fn follows_from(&self, py: Python<'_>, id: &Bound<'_, PyAny>, follows: &Bound<'_, PyAny>) -> PyResult<()> {
+        let id = convert::span_id(id)?;
+        let follows = convert::span_id(follows)?;
+        self.follows_from_id(py, id, follows)
+    }
+
+    #[pyo3(signature = (message, /, **kwargs))]
+    fn event(&self, py: Python<'_>, message: &Bound<'_, PyString>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let args = SpanArgs::parse(kwargs, FieldsIn::Kwargs)?;
+        let parent = match convert::parent(args.parent.as_ref(), || self.stack.current(py))? {
+            Parent::Root | Parent::Contextual(None) => None,
+            Parent::Contextual(Some(id)) => Some(id),
+            Parent::Explicit(id) => {
+                self.core
+                    .live_slot(id, Op::Event)
+                    .map_err(|e| RegistryError(e))?;
+                Some(id)
+            }
+        };
+        let hooks = self.core.hooks();
+        if hooks.hooks(Step::Event) {
+            let target = match args.target {
+                Some(t) => t.to_str()?.to_owned(),
+                None => caller_module(py).map(|t| t.to_string()).unwrap_or_default(),
+            };
+            let event = Event {
+                message: message.clone().unbind(),
+                level: args.level,
+                target,
+                parent_id: parent,
+                fields: args.fields,
+            };
+            hooks.dispatch(py, Step::Event, || Ok((Bound::new(py, event)?,)));
+        }
+        Ok(())
+    }
+
+    /// Creates a span and returns a handle owning its one reference.
+    #[pyo3(signature = (name, /, **kwargs))]
+    fn span(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyString>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Span> {
+        let args = SpanArgs::parse(kwargs, FieldsIn::Kwargs)?;
+        let id = slf.get().create(slf.py(), name, args)?;
+        Ok(Span::new(slf.clone().unbind(), id))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Registry(len={})", self.core.len())
+    }
+}
+

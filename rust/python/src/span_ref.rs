@@ -1,0 +1,128 @@
+//! `pykregistry.SpanRef`: a read-only view of a span.
+
+use pykregistry_core::Id;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::convert;
+use crate::errors::closed;
+use crate::registry::Core;
+
+/// A read-only view of a span, by ID.
+///
+/// A view never keeps its span alive nor its slot from being reused. Every
+/// read looks the span up: once it has closed, reads other than `id` raise
+/// `SpanClosedError` (never another span's data: a reused slot has a new
+/// ID).
+#[pyclass(name = "SpanRef", module = "pykregistry", frozen)]
+pub(crate) struct SpanRef {
+    core: Core,
+    pub(crate) id: Id,
+}
+
+impl SpanRef {
+    pub(crate) fn new(core: Core, id: Id) -> Self {
+        SpanRef { core, id }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&pykregistry_core::SpanRef<'_, crate::layers::Layers>) -> R) -> PyResult<R> {
+        match self.core.get(self.id) {
+            Some(span) => Ok(f(&span)),
+            None => Err(closed(self.id.into_u64(), "its SpanRef can no longer read it")),
+        }
+    }
+}
+
+#[pymethods]
+impl SpanRef {
+    #[getter]
+    fn id(&self) -> u64 {
+        self.id.into_u64()
+    }
+
+    #[getter]
+    fn name(&self) -> PyResult<String> {
+        self.with(|s| s.name().to_owned())
+    }
+
+    #[getter]
+    fn target(&self) -> PyResult<String> {
+        self.with(|s| s.target().to_owned())
+    }
+
+    #[getter]
+    fn level<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        convert::level_to_py(py, self.with(|s| s.level())?)
+    }
+
+    /// A copy of the fields, as a dict.
+    #[getter]
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.with(|s| convert::fields_to_py(py, &s.lock_fields()))?
+    }
+
+    #[getter]
+    fn parent_id(&self) -> PyResult<Option<u64>> {
+        self.with(|s| s.parent_id().map(Id::into_u64))
+    }
+
+    #[getter]
+    fn parent(&self) -> PyResult<Option<SpanRef>> {
+        Ok(self
+            .with(|s| s.parent_id())?
+            .filter(|p| self.core.get(*p).is_some())
+            .map(|p| SpanRef::new(self.core.clone(), p)))
+    }
+
+    /// The span's current reference count; 0 once it has closed.
+    #[getter]
+    fn ref_count(&self) -> usize {
+        self.core.ref_count(self.id)
+    }
+
+    /// Whether the span has closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.core.get(self.id).is_none()
+    }
+
+    /// The span, its parent, and so on to the root.
+    fn scope(&self) -> PyResult<Vec<SpanRef>> {
+        self.with(|s| {
+            s.scope()
+                .map(|a| SpanRef::new(self.core.clone(), a.id()))
+                .collect()
+        })
+    }
+
+    /// The root, its child, and so on down to this span.
+    fn from_root(&self) -> PyResult<Vec<SpanRef>> {
+        let mut scope = self.scope()?;
+        scope.reverse();
+        Ok(scope)
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<SpanRef>()
+            .is_ok_and(|o| o.get().id == self.id && o.get().core.uid() == self.core.uid())
+    }
+
+    fn __hash__(&self) -> u64 {
+        self.id.into_u64() ^ (self.core.uid() as u64).rotate_left(48)
+    }
+
+    fn __repr__(&self) -> String {
+        let id = self.id.into_u64();
+        match self.core.get(self.id) {
+            Some(s) => format!(
+                "SpanRef(id={id}, name={:?}, target={:?}, level=Level.{}, parent={})",
+                s.name(),
+                s.target(),
+                s.level(),
+                s.parent_id().map_or("None".to_owned(), |p| p.into_u64().to_string())
+            ),
+            None => format!("SpanRef(id={id}, closed=True)"),
+        }
+    }
+}
