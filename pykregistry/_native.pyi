@@ -1,0 +1,333 @@
+"""The native core of pykregistry (written in Rust, built by maturin).
+
+Import the public names from :mod:`pykregistry`, which re-exports them; this
+module is private. These stubs are written by hand and checked against the
+compiled module by ``python -m mypy.stubtest pykregistry._native``.
+"""
+
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Final, Literal, TypeAlias, final, type_check_only
+
+from typing_extensions import Self
+
+from pykregistry.level import Level
+
+__all__ = [
+    "CURRENT",
+    "GENERATIONS",
+    "Entered",
+    "Event",
+    "Registry",
+    "Span",
+    "SpanRef",
+]
+
+_LevelLike: TypeAlias = Level | str | int
+"""A :class:`Level`, its case-insensitive name (``"debug"``) or its value (1-5)."""
+
+_ParentLike: TypeAlias = _Current | Span | SpanRef | int | None
+"""Where a new span or event hangs: ``CURRENT``, ``None``, a live span's ID,
+or a ``Span``/``SpanRef`` of a live span."""
+
+@final
+@type_check_only
+class _Current:
+    """The type of :data:`CURRENT`: there is exactly one instance."""
+
+CURRENT: Final[_Current]
+"""As a ``parent=``: the current span of the calling thread or asyncio task
+(the default). If nothing is current, or the current span has closed, the
+new span is a root."""
+
+GENERATIONS: Final[int]
+"""How many times a slot can be reused before a span ID recurs (8191 on
+64-bit targets). IDs are unique among live spans and never handed to the
+very next span; keep your own counter if historical IDs must be unique."""
+
+@final
+class Registry:
+    """A span registry: spans, their reference counts, one stack of entered
+    spans per thread and per asyncio task, and the layers that see it all.
+
+    Many registries may coexist; each is independent. ``len(registry)`` is
+    the number of live spans.
+    """
+
+    def __new__(cls, *, layers: Iterable[object] | None = None) -> Self:
+        """A new, empty registry, calling ``layers`` (in order) for every
+        lifecycle step."""
+
+    def add_layer(self, layer: object) -> None:
+        """Adds a layer; it sees every step from now on.
+
+        A layer is any object with some of ``on_new_span(span)``,
+        ``on_record(span, values)``, ``on_follows_from(span, follows_id)``,
+        ``on_event(event)``, ``on_enter(span)``, ``on_exit(span)`` and
+        ``on_close(span)``, where ``span`` is a :class:`SpanRef`. Methods are
+        looked up once, here. Raises ``TypeError`` if one is not callable.
+        """
+
+    @property
+    def layers(self) -> list[object]:
+        """The layers, in the order they are called."""
+
+    @property
+    def layer_errors(self) -> int:
+        """How many times a layer raised. Each failure also goes to
+        :func:`sys.unraisablehook`; it never reaches the caller."""
+
+    def new_span(
+        self,
+        name: str,
+        /,
+        *,
+        target: str = ...,
+        level: _LevelLike = ...,
+        parent: _ParentLike = ...,
+        fields: Mapping[str, object] | None = None,
+    ) -> int:
+        """Creates a span with reference count 1 and returns its ID; the
+        caller owns that reference and releases it with :meth:`try_close`.
+
+        ``target`` defaults to the calling module's ``__name__``, ``level``
+        to ``Level.INFO`` and ``parent`` to ``CURRENT``. An explicit parent
+        that is not live raises :class:`~pykregistry.SpanNotFoundError` and
+        creates nothing.
+        """
+
+    def clone_span(self, id: int) -> int:
+        """Takes one more reference on a live span and returns its ID.
+        Raises :class:`~pykregistry.SpanNotFoundError` (changing nothing) if
+        the span is not live."""
+
+    def try_close(self, id: int) -> bool:
+        """Releases one reference. Returns ``True`` exactly when this call
+        closed the span: layers' ``on_close`` ran, the span was cleared, and
+        its reference on its parent was released (which may close the parent
+        in turn). Raises :class:`~pykregistry.SpanNotFoundError` if the span
+        is not live."""
+
+    def enter(self, id: int) -> None:
+        """Pushes a live span on the calling thread's or task's stack. Its
+        first entry there takes a reference; re-entering while it is on the
+        stack takes none. Raises :class:`~pykregistry.SpanNotFoundError`
+        (pushing nothing) if the span is not live."""
+
+    def exit(self, id: int) -> None:
+        """Removes the most recent entry of ``id`` from the calling
+        context's stack, even if it is not on top, releasing the reference
+        that entry held. Exiting a span that is not on this context's stack
+        does nothing."""
+
+    def current_span(self) -> int | None:
+        """The ID of the calling thread's or task's current span: the
+        topmost entry of its stack that is not a re-entry."""
+
+    def get(self, id: int) -> SpanRef | None:
+        """A read-only view of a live span; ``None`` for any other int
+        (closed, never issued, stale, out of range)."""
+
+    def ref_count(self, id: int) -> int:
+        """The span's reference count: open handles + live children +
+        stack entries. 0 when it is not live."""
+
+    def __len__(self) -> int:
+        """The number of live spans."""
+
+    def __contains__(self, id: object, /) -> bool:
+        """Whether ``id`` is the ID of a live span."""
+
+    def record(self, id: int, /, **fields: object) -> None:
+        """Records (adds or replaces) fields on a live span and tells the
+        layers. ``bool``, ``int``, ``float``, ``str`` and ``None`` read back
+        exactly; anything else is stored as its ``repr()``."""
+
+    def follows_from(self, id: int, follows: int) -> None:
+        """Notes that span ``id`` follows from span ``follows`` (a causal
+        link that is not a parent) and tells the layers."""
+
+    def event(
+        self,
+        message: str,
+        /,
+        *,
+        level: _LevelLike = ...,
+        target: str = ...,
+        parent: _ParentLike = ...,
+        **fields: object,
+    ) -> None:
+        """Emits an event: a point in time that layers' ``on_event`` sees as
+        an :class:`Event`. ``parent`` works as in :meth:`new_span`."""
+
+    def span(
+        self,
+        name: str,
+        /,
+        *,
+        target: str = ...,
+        level: _LevelLike = ...,
+        parent: _ParentLike = ...,
+        **fields: object,
+    ) -> Span:
+        """Creates a span and returns a :class:`Span` handle owning its one
+        reference. Not entered: use it as ``with registry.span(...):`` to
+        enter it for the block and release it at the end, or call
+        :meth:`Span.entered`."""
+
+@final
+class Span:
+    """A handle on a span, owning exactly one reference to it.
+
+    ``with registry.span(...) as s:`` creates, enters, and at the end of the
+    block exits and releases. :meth:`close` releases the handle's reference;
+    a handle garbage-collected unreleased releases it too.
+    """
+
+    @property
+    def id(self) -> int:
+        """The span's ID."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether this handle has been released (by :meth:`close` or at the
+        end of its ``with`` block)."""
+
+    @property
+    def registry_(self) -> Registry:
+        """The registry this span belongs to."""
+
+    @property
+    def ref(self) -> SpanRef:
+        """A read-only view of the span. Raises
+        :class:`~pykregistry.SpanClosedError` once the handle is closed."""
+
+    def record(self, **fields: object) -> None:
+        """Records fields on the span; see :meth:`Registry.record`."""
+
+    def follows_from(self, other: Span | SpanRef | int) -> None:
+        """Notes that this span follows from ``other``."""
+
+    def clone(self) -> Span:
+        """A second handle on the same span, with a reference of its own."""
+
+    def close(self) -> None:
+        """Releases this handle's reference. A second call does nothing."""
+
+    def entered(self) -> Entered:
+        """A reusable context manager that enters the span on ``__enter__``
+        and exits it on ``__exit__``, without releasing the handle."""
+
+    def __enter__(self) -> Self:
+        """Enters the span on the calling thread's or task's stack."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Literal[False]:
+        """Exits the span and releases this handle. Never swallows the
+        exception."""
+
+@final
+class Entered:
+    """The context manager :meth:`Span.entered` returns: enters on
+    ``__enter__``, exits on ``__exit__``, and can be used again."""
+
+    def __enter__(self) -> Span:
+        """Enters the span and returns its handle."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Literal[False]:
+        """Exits the span. Never swallows the exception."""
+
+@final
+class SpanRef:
+    """A read-only view of a span, by ID.
+
+    A view never keeps its span alive nor its slot from being reused. Every
+    read looks the span up: once it has closed, reads other than ``id``,
+    ``ref_count`` and ``closed`` raise :class:`~pykregistry.SpanClosedError`
+    (never another span's data: a reused slot has a new ID). Copy what you
+    need while the span is live, e.g. in a layer's ``on_close``.
+    """
+
+    @property
+    def id(self) -> int:
+        """The span's ID."""
+
+    @property
+    def name(self) -> str:
+        """The span's name."""
+
+    @property
+    def target(self) -> str:
+        """The span's target (by default the creating module's name)."""
+
+    @property
+    def level(self) -> Level:
+        """The span's level."""
+
+    @property
+    def fields(self) -> dict[str, object]:
+        """A copy of the span's fields."""
+
+    @property
+    def parent_id(self) -> int | None:
+        """The parent's ID, or ``None`` for a root."""
+
+    @property
+    def parent(self) -> SpanRef | None:
+        """A view of the parent, or ``None`` for a root."""
+
+    @property
+    def ref_count(self) -> int:
+        """The span's current reference count; 0 once it has closed."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether the span has closed."""
+
+    def scope(self) -> list[SpanRef]:
+        """The span, its parent, and so on to the root (leaf to root)."""
+
+    def from_root(self) -> list[SpanRef]:
+        """The root, its child, and so on down to this span."""
+
+    def __eq__(self, other: object, /) -> bool:
+        """Views are equal when they name the same span of the same
+        registry."""
+
+    def __hash__(self) -> int: ...
+
+@final
+class Event:
+    """What a layer's ``on_event`` receives: a point in time with a message,
+    level, target, fields and parent span."""
+
+    @property
+    def message(self) -> str:
+        """The event's message."""
+
+    @property
+    def level(self) -> Level:
+        """The event's level."""
+
+    @property
+    def target(self) -> str:
+        """The event's target (by default the emitting module's name)."""
+
+    @property
+    def parent_id(self) -> int | None:
+        """The parent span's ID, or ``None``."""
+
+    @property
+    def fields(self) -> dict[str, object]:
+        """A copy of the event's fields."""
