@@ -1,0 +1,162 @@
+"""The command line: ``python -m pykregistry COMMAND``.
+
+``demo`` runs a short instrumented workload — nested spans with fields, two
+threads, two asyncio tasks, an exception caught inside a span — records it
+with a :class:`~pykregistry.tree.TreeRecorder` layer and prints the span
+tree. It exits non-zero if a span leaked or a layer failed, so it doubles as
+a smoke test of an installation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import threading
+from collections.abc import Callable, Sequence
+
+from pykregistry import Level, Registry, Span
+from pykregistry.tree import TreeRecorder, render_tree
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line with ``argv`` (default: ``sys.argv[1:]``) and
+    returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m pykregistry",
+        description="pykregistry: a span registry for Python with a lock-free Rust core.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo",
+        help="run an instrumented workload and print its span tree",
+        description=(
+            "Run nested spans, two threads, two asyncio tasks and a caught exception "
+            "through a registry with a TreeRecorder layer, and print the span tree."
+        ),
+    )
+    demo.add_argument("--ids", action="store_true", help="show span IDs and sequence numbers")
+    demo.add_argument("--ascii", action="store_true", help="draw the tree with ASCII only")
+    demo.set_defaults(run=_demo)
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
+
+
+# === demo ===
+
+
+class PaymentDeclinedError(Exception):
+    """What the demo's payment provider raises."""
+
+
+def _demo(args: argparse.Namespace) -> int:
+    recorder = TreeRecorder()
+    registry = Registry(layers=[recorder])
+    _workload(registry)
+
+    spans, events = recorder.spans, recorder.events
+    ascii_only = args.ascii or not _can_encode("└├│•")
+    print(f"pykregistry demo: {len(spans)} spans, {len(events)} event, recorded by a TreeRecorder")
+    print()
+    print(render_tree(spans, events, show_ids=args.ids, ascii_only=ascii_only))
+    print()
+    live, errors = len(registry), registry.layer_errors
+    print(f"live spans after the workload: len(registry) = {live}")
+    if live or errors or recorder.open_spans:
+        print(f"error: {live} span(s) leaked, {errors} layer error(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _workload(registry: Registry) -> None:
+    # Every span is closed by the end of its `with` block (or by close()),
+    # so len(registry) is back to 0 when this returns.
+    with registry.span("demo", target="pykregistry.demo", level=Level.INFO, version=1):
+        _handle_request(registry, "/orders", rows=2)
+        _checkout(registry)
+        _threads(registry)
+        asyncio.run(_tasks(registry))
+        # parent=None makes a root even though "demo" is current here.
+        with registry.span("cache.refresh", target="demo.cache", parent=None, reason="startup"):
+            pass
+
+
+def _handle_request(registry: Registry, path: str, *, rows: int) -> None:
+    with registry.span("http.request", target="demo.http", method="GET", path=path) as request:
+        with registry.span("auth", target="demo.http", level=Level.DEBUG, user="ada"):
+            pass
+        for row in range(rows):
+            # A level can be given by name, case-insensitively.
+            with registry.span("db.query", target="demo.db", level="debug", row=row):
+                pass
+        # Fields can be recorded after creation; layers see the final values.
+        request.record(status=200)
+
+
+def _checkout(registry: Registry) -> None:
+    with registry.span("checkout", target="demo.shop", order=17) as checkout:
+        try:
+            with registry.span("charge_card", target="demo.payments", amount=42.5):
+                raise PaymentDeclinedError("card declined")
+        except PaymentDeclinedError as err:
+            # charge_card has exited and closed; checkout is current again.
+            # Any value that is not None/bool/int/float/str is kept as its repr().
+            registry.event("payment failed", level=Level.WARN, target="demo.shop", error=err)
+            checkout.record(outcome="declined")
+
+
+def _threads(registry: Registry) -> None:
+    with registry.span("threads", target="demo.threads"):
+        # A new thread starts with nothing current, so the worker spans are
+        # made here (children of "threads") and handed over; creating them
+        # in order keeps the tree's order independent of scheduling.
+        workers = [registry.span("worker", target="demo.threads", worker=n) for n in range(2)]
+        threads = [
+            threading.Thread(target=_work, args=(registry, w), name=f"worker-{n}")
+            for n, w in enumerate(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for worker in workers:
+            worker.close()
+
+
+def _work(registry: Registry, worker: Span) -> None:
+    # entered() enters and exits without releasing the handle.
+    with worker.entered():
+        for step in range(2):
+            with registry.span("step", target="demo.threads", level=Level.DEBUG, step=step):
+                pass
+
+
+async def _tasks(registry: Registry) -> None:
+    # asyncio.run's task copies the caller's context: "demo" is current here.
+    with registry.span("tasks", target="demo.async"):
+        await asyncio.gather(_fetch(registry, "a"), _fetch(registry, "b"))
+
+
+async def _fetch(registry: Registry, key: str) -> None:
+    # Each task has its own stack, inherited from where it was created: both
+    # fetches are children of "tasks", and neither sees the other's spans
+    # although they interleave on one thread.
+    with registry.span("fetch", target="demo.async", key=key):
+        await asyncio.sleep(0)
+        with registry.span("parse", target="demo.async", level=Level.DEBUG):
+            await asyncio.sleep(0)
+
+
+def _can_encode(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

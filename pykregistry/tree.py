@@ -1,0 +1,270 @@
+"""Record spans as they open and close, and draw them as a tree.
+
+:class:`TreeRecorder` is a layer: add it to a registry and it keeps one
+:class:`RecordedSpan` per span created (and one :class:`RecordedEvent` per
+event), linked to its parent by sequence number. Span IDs are unique only
+among live spans and recur once a slot has been reused
+:data:`pykregistry.GENERATIONS` times, so the recorder numbers spans in the
+order they were created and links parents by that number, which never recurs.
+
+    >>> from pykregistry import Registry
+    >>> from pykregistry.tree import TreeRecorder
+    >>> recorder = TreeRecorder()
+    >>> reg = Registry(layers=[recorder])
+    >>> with reg.span("request", target="app", path="/"):
+    ...     with reg.span("db.query", target="app.db", level="debug"):
+    ...         pass
+    >>> print(recorder.render())
+    request  app INFO  path='/'
+    └── db.query  app.db DEBUG
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pykregistry._native import Event, SpanRef
+    from pykregistry.level import Level
+
+__all__ = ["RecordedEvent", "RecordedSpan", "TreeRecorder", "render_tree"]
+
+
+@dataclass
+class RecordedSpan:
+    """A span as the recorder saw it.
+
+    ``fields`` are those given at creation, replaced at close by the span's
+    final fields (so values recorded later show). ``parent_seq`` is the
+    parent's ``seq``, or ``None`` for a root or a parent the recorder never
+    saw.
+    """
+
+    seq: int
+    id: int
+    name: str
+    target: str
+    level: Level
+    fields: dict[str, object]
+    parent_id: int | None
+    parent_seq: int | None
+    thread: str
+    closed_seq: int | None = None
+    """Position in the order spans closed, or ``None`` while open."""
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as the recorder saw it; ``parent_seq`` as in
+    :class:`RecordedSpan`, and ``after_seq`` the number of spans created
+    before it (to place it among its parent's children)."""
+
+    message: str
+    level: Level
+    target: str
+    fields: dict[str, object]
+    parent_seq: int | None
+    after_seq: int
+
+
+class TreeRecorder:
+    """A layer that records every span's creation and close, and events.
+
+    Safe to share between threads. Add it with ``Registry(layers=[...])`` or
+    :meth:`Registry.add_layer`; read :attr:`spans` and :attr:`events` or
+    :meth:`render` the tree. Spans created before the recorder was added are
+    recorded when they close, as roots.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spans: list[RecordedSpan] = []
+        self._events: list[RecordedEvent] = []
+        # Records of the spans still open, by ID: an ID names one record
+        # only while its span is live.
+        self._live: dict[int, RecordedSpan] = {}
+        self._closed = 0
+
+    def __repr__(self) -> str:
+        with self._lock:
+            return f"TreeRecorder(spans={len(self._spans)}, open={len(self._live)})"
+
+    # === the layer ===
+
+    def on_new_span(self, span: SpanRef) -> None:
+        """Records a new span, linked to its parent's record."""
+        # Read the view before taking the lock: reads call into the registry.
+        name, target, level, fields = span.name, span.target, span.level, span.fields
+        parent_id = span.parent_id
+        with self._lock:
+            parent = self._live.get(parent_id) if parent_id is not None else None
+            record = RecordedSpan(
+                seq=len(self._spans),
+                id=span.id,
+                name=name,
+                target=target,
+                level=level,
+                fields=fields,
+                parent_id=parent_id,
+                parent_seq=parent.seq if parent is not None else None,
+                thread=threading.current_thread().name,
+            )
+            self._spans.append(record)
+            self._live[record.id] = record
+
+    def on_event(self, event: Event) -> None:
+        """Records an event under its parent span's record."""
+        with self._lock:
+            parent_id = event.parent_id
+            parent = self._live.get(parent_id) if parent_id is not None else None
+            self._events.append(
+                RecordedEvent(
+                    message=event.message,
+                    level=event.level,
+                    target=event.target,
+                    fields=event.fields,
+                    parent_seq=parent.seq if parent is not None else None,
+                    after_seq=len(self._spans),
+                )
+            )
+
+    def on_close(self, span: SpanRef) -> None:
+        """Marks the span's record closed and keeps its final fields."""
+        # on_close runs while the span is still readable and before its ID
+        # can be reused, so the ID still names this record.
+        fields = span.fields
+        with self._lock:
+            record = self._live.pop(span.id, None)
+            if record is None:  # created before the recorder was added
+                record = RecordedSpan(
+                    seq=len(self._spans),
+                    id=span.id,
+                    name=span.name,
+                    target=span.target,
+                    level=span.level,
+                    fields=fields,
+                    parent_id=span.parent_id,
+                    parent_seq=None,
+                    thread=threading.current_thread().name,
+                )
+                self._spans.append(record)
+            record.fields = fields
+            record.closed_seq = self._closed
+            self._closed += 1
+
+    # === reading ===
+
+    @property
+    def spans(self) -> list[RecordedSpan]:
+        """Every span recorded, in the order they were created."""
+        with self._lock:
+            return list(self._spans)
+
+    @property
+    def events(self) -> list[RecordedEvent]:
+        """Every event recorded, in the order they were emitted."""
+        with self._lock:
+            return list(self._events)
+
+    @property
+    def open_spans(self) -> list[RecordedSpan]:
+        """The recorded spans that have not closed (yet)."""
+        with self._lock:
+            return [s for s in self._spans if s.closed_seq is None]
+
+    def clear(self) -> None:
+        """Forgets what was recorded; spans still open stay tracked."""
+        with self._lock:
+            self._spans = list(self._live.values())
+            self._events.clear()
+
+    def render(self, *, show_ids: bool = False, ascii_only: bool = False) -> str:
+        """The recorded spans and events as an indented tree; see
+        :func:`render_tree`."""
+        return render_tree(self.spans, self.events, show_ids=show_ids, ascii_only=ascii_only)
+
+
+_BOX = ("├── ", "└── ", "│   ", "•")
+
+
+def render_tree(
+    spans: Iterable[RecordedSpan],
+    events: Iterable[RecordedEvent] = (),
+    *,
+    show_ids: bool = False,
+    ascii_only: bool = False,
+) -> str:
+    """Draws spans (and events) as a tree, the way ``tree`` draws folders.
+
+    Each line reads ``name  target LEVEL  field=value ...``; children follow
+    their parent in creation order, events among them where they happened.
+    Spans still open are marked ``(open)``. With ``show_ids``, each span's
+    ID and sequence number are shown too; with ``ascii_only``, the branches
+    are drawn without box-drawing characters. Spans whose parent is missing
+    from ``spans`` are drawn as roots.
+    """
+    tee, elbow, pipe, bullet = ("|-- ", "`-- ", "|   ", "*") if ascii_only else _BOX
+    spans = sorted(spans, key=lambda s: s.seq)
+    known = {s.seq for s in spans}
+    # Children of each node, keyed by parent seq (None: the roots), as
+    # (sort key, line, seq of a span or None for an event).
+    children: dict[int | None, list[tuple[tuple[int, int], str, int | None]]] = {}
+    for s in spans:
+        parent = s.parent_seq if s.parent_seq in known else None
+        children.setdefault(parent, []).append(((s.seq, 1), _span_line(s, show_ids), s.seq))
+    for e in events:
+        parent = e.parent_seq if e.parent_seq in known else None
+        children.setdefault(parent, []).append(((e.after_seq, 0), _event_line(e, bullet), None))
+    for kids in children.values():
+        kids.sort(key=lambda kid: kid[0])
+
+    lines: list[str] = []
+    # Iterative depth-first walk, so a very deep tree cannot overflow the
+    # Python stack. Each entry: the span's seq (None for an event), its
+    # line, the branch drawn before it, and the prefix for its children.
+    pending: list[tuple[int | None, str, str, str]] = [
+        (seq, line, "", "") for _, line, seq in reversed(children.get(None, []))
+    ]
+    while pending:
+        seq, line, branch, prefix = pending.pop()
+        lines.append(branch + line)
+        if seq is None:
+            continue
+        kids = children.get(seq, [])
+        for i, (_, kid_line, kid_seq) in reversed(list(enumerate(kids))):
+            last = i == len(kids) - 1
+            pending.append(
+                (
+                    kid_seq,
+                    kid_line,
+                    prefix + (elbow if last else tee),
+                    prefix + ("    " if last else pipe),
+                )
+            )
+    return "\n".join(lines)
+
+
+def _span_line(span: RecordedSpan, show_ids: bool) -> str:
+    where = f"{span.target} {span.level.name}" if span.target else span.level.name
+    line = f"{span.name}  {where}"
+    if span.fields:
+        line += "  " + _fields(span.fields)
+    if show_ids:
+        line += f"  [id={span.id} seq={span.seq}]"
+    if span.closed_seq is None:
+        line += "  (open)"
+    return line
+
+
+def _event_line(event: RecordedEvent, bullet: str) -> str:
+    line = f"{bullet} {event.level.name} {event.message}"
+    if event.fields:
+        line += "  " + _fields(event.fields)
+    return line
+
+
+def _fields(fields: dict[str, object]) -> str:
+    return " ".join(f"{k}={v!r}" for k, v in fields.items())
