@@ -200,3 +200,10 @@ pub(crate) fn fields_from_items<'py>(
         })
         .collect()
 }
+
+/// `s` quoted as Python's `repr()` quotes it, for constructor-style reprs.
+pub(crate) fn quote(py: Python<'_>, s: &str) -> String {
+    PyString::new(py, s)
+        .repr()
+        .map_or_else(|_| format!("{s:?}"), |r| r.to_string())
+}

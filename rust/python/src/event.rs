@@ -45,10 +45,10 @@ impl Event {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         format!(
-            "Event({:?}, level=Level.{}, target={:?}, parent={})",
-            self.message.bind(py).to_string(),
+            "Event({}, level=Level.{}, target={}, parent={})",
+            convert::quote(py, &self.message.bind(py).to_string()),
             self.level,
-            self.target,
+            convert::quote(py, &self.target),
             self.parent_id.map_or("None".to_owned(), |p| p.into_u64().to_string())
         )
     }

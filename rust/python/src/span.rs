@@ -157,15 +157,19 @@ impl Span {
         exited.map(|()| false)
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         let id = self.id.into_u64();
         if self.closed() {
             return format!("Span(id={id}, closed=True)");
         }
         match self.registry().core.get(self.id) {
             Some(span) => match span.parent_id() {
-                Some(p) => format!("Span(id={id}, name={:?}, parent={})", span.name(), p.into_u64()),
-                None => format!("Span(id={id}, name={:?}, parent=None)", span.name()),
+                Some(p) => format!(
+                    "Span(id={id}, name={}, parent={})",
+                    convert::quote(py, span.name()),
+                    p.into_u64()
+                ),
+                None => format!("Span(id={id}, name={}, parent=None)", convert::quote(py, span.name())),
             },
             None => format!("Span(id={id}, closed=True)"),
         }
@@ -197,6 +201,6 @@ impl Entered {
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        format!("Entered({})", self.span.bind(py).get().__repr__())
+        format!("Entered({})", self.span.bind(py).get().__repr__(py))
     }
 }

@@ -112,13 +112,13 @@ impl SpanRef {
         self.id.into_u64() ^ (self.core.uid() as u64).rotate_left(48)
     }
 
-    fn __repr__(&self) -> String {
+    fn __repr__(&self, py: Python<'_>) -> String {
         let id = self.id.into_u64();
         match self.core.get(self.id) {
             Some(s) => format!(
-                "SpanRef(id={id}, name={:?}, target={:?}, level=Level.{}, parent={})",
-                s.name(),
-                s.target(),
+                "SpanRef(id={id}, name={}, target={}, level=Level.{}, parent={})",
+                convert::quote(py, s.name()),
+                convert::quote(py, s.target()),
                 s.level(),
                 s.parent_id().map_or("None".to_owned(), |p| p.into_u64().to_string())
             ),

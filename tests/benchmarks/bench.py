@@ -1,0 +1,174 @@
+"""Side-by-side timings of a span's with-block, as ratios in one run.
+
+    python tests/benchmarks/bench.py [--rounds 15] [--number 100000]
+
+Each case is timed in interleaved rounds (every case once per round, so
+machine noise hits all of them alike); the table gives the median ns per
+operation and its ratio to an empty ``with CM():`` over a Python class
+measured in the same rounds. Memory per live span is the growth of resident
+memory while 200,000 handles are held. Not part of the test suite: timings
+belong in benchmarks, never in assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import gc
+import itertools
+import os
+import statistics
+import sys
+import timeit
+from collections.abc import Callable
+
+import pykregistry
+
+# --- baselines ---------------------------------------------------------------
+
+
+class CM:
+    def __enter__(self) -> CM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class PurePythonRegistry:
+    """A minimal dict registry with a per-task stack in a ContextVar: what a
+    careful pure-Python implementation costs."""
+
+    def __init__(self) -> None:
+        self.spans: dict[int, list[object]] = {}
+        self.ids = itertools.count(1)
+        self.stack: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar(
+            "stack", default=()
+        )
+
+    def span(self, name: str) -> PurePythonSpan:
+        stack = self.stack.get()
+        sid = next(self.ids)
+        self.spans[sid] = [name, stack[-1] if stack else None, 1]
+        return PurePythonSpan(self, sid)
+
+
+class PurePythonSpan:
+    __slots__ = ("reg", "sid", "token")
+
+    def __init__(self, reg: PurePythonRegistry, sid: int) -> None:
+        self.reg = reg
+        self.sid = sid
+
+    def __enter__(self) -> PurePythonSpan:
+        self.token = self.reg.stack.set((*self.reg.stack.get(), self.sid))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.reg.stack.reset(self.token)
+        del self.reg.spans[self.sid]
+
+
+def rss_bytes() -> int:
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def bytes_per_live_span(make: Callable[[], object], n: int = 200_000) -> float:
+    gc.collect()
+    before = rss_bytes()
+    held = [make() for _ in range(n)]
+    after = rss_bytes()
+    per = (after - before) / n
+    del held
+    return per
+
+
+# --- cases -------------------------------------------------------------------
+
+
+def cases() -> dict[str, Callable[[], None]]:
+    reg = pykregistry.Registry()
+    pure = PurePythonRegistry()
+    held = reg.span("held")
+    entered = held.entered()
+
+    def empty_with() -> None:
+        with CM():
+            pass
+
+    def p1_span() -> None:
+        with reg.span("x"):
+            pass
+
+    def p2_nested3() -> None:
+        with reg.span("a"), reg.span("b"), reg.span("c"):
+            pass
+
+    def enter_exit_only() -> None:
+        with entered:
+            pass
+
+    def int_api() -> None:
+        sid = reg.new_span("x")
+        reg.enter(sid)
+        reg.exit(sid)
+        reg.try_close(sid)
+
+    def pure_python() -> None:
+        with pure.span("x"):
+            pass
+
+    out = {
+        "empty with CM()": empty_with,
+        "P1 with reg.span('x')": p1_span,
+        "P2 3 nested": p2_nested3,
+        "enter/exit of a held span": enter_exit_only,
+        "int API new/enter/exit/close": int_api,
+        "pure-Python registry": pure_python,
+    }
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+
+        tracer = TracerProvider().get_tracer("bench")
+
+        def otel() -> None:
+            with tracer.start_as_current_span("x"):
+                pass
+
+        out["OpenTelemetry SDK, no processor"] = otel
+    except ImportError:
+        pass
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--number", type=int, default=100_000)
+    args = parser.parse_args()
+
+    timed = cases()
+    samples: dict[str, list[float]] = {name: [] for name in timed}
+    for _ in range(args.rounds):
+        for name, fn in timed.items():
+            number = args.number // 20 if name.startswith("OpenTelemetry") else args.number
+            samples[name].append(timeit.timeit(fn, number=number) / number * 1e9)
+
+    base = statistics.median(samples["empty with CM()"])
+    p1 = statistics.median(samples["P1 with reg.span('x')"])
+    print(f"CPython {sys.version.split()[0]}, {args.rounds} interleaved rounds\n")
+    print(f"{'case':36} {'median ns':>10} {'x CM()':>8} {'x P1':>7}")
+    for name, values in samples.items():
+        med = statistics.median(values)
+        print(f"{name:36} {med:10.0f} {med / base:8.2f} {med / p1:7.2f}")
+
+    reg = pykregistry.Registry()
+    per_span = bytes_per_live_span(lambda: reg.span("x"))
+    pure = PurePythonRegistry()
+    per_pure = bytes_per_live_span(lambda: pure.span("x"))
+    print(f"\nmemory per live span held by a handle: {per_span:.0f} B (pure-Python: {per_pure:.0f} B)")
+
+
+if __name__ == "__main__":
+    main()
