@@ -1,0 +1,382 @@
+"""The Python API contract, SPEC section 4: names, handles, levels, reprs."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from typing import Any
+
+import pytest
+
+import pykregistry
+from pykregistry import (
+    CURRENT,
+    Level,
+    Registry,
+    Span,
+    SpanClosedError,
+    SpanNotFoundError,
+    SpanRef,
+)
+
+# === the public surface ===
+
+
+def test_api_contract_names_are_exported() -> None:
+    for name in (
+        "Registry",
+        "Level",
+        "Span",
+        "SpanRef",
+        "CURRENT",
+        "RegistryError",
+        "SpanNotFoundError",
+        "SpanClosedError",
+        "default_registry",
+        "GENERATIONS",
+    ):
+        assert hasattr(pykregistry, name), name
+        assert name in pykregistry.__all__, name
+    assert isinstance(pykregistry.__version__, str)
+    assert set(pykregistry.__all__) <= set(dir(pykregistry))
+
+
+def test_api_default_registry_is_one_object() -> None:
+    reg = pykregistry.default_registry()
+    assert isinstance(reg, Registry)
+    assert pykregistry.default_registry() is reg
+    before = len(reg)
+    with reg.span("on default") as s:
+        assert pykregistry.default_registry().current_span() == s.id
+    assert len(reg) == before
+
+
+def test_api_registries_are_independent(reg: Registry) -> None:
+    other = Registry()
+    with reg.span("mine") as mine:
+        assert other.current_span() is None
+        assert len(other) == 0
+        with other.span("theirs") as theirs:
+            assert reg.current_span() == mine.id
+            assert other.current_span() == theirs.id
+            assert other.get(theirs.id).parent_id is None
+    assert len(other) == 0
+
+
+def test_api_parent_from_another_registry_is_rejected(reg: Registry) -> None:
+    # Both fresh, so the registries issue the same first IDs: a handle from
+    # one must not silently name the other's span that has the same number.
+    other = Registry()
+    foreign = other.span("foreign", parent=None)
+    local = reg.span("local", parent=None)
+    assert foreign.id == local.id
+    for parent in (foreign, other.get(foreign.id)):
+        with pytest.raises((ValueError, TypeError, KeyError)):
+            reg.new_span("child", parent=parent)
+    assert reg.ref_count(local.id) == 1
+    assert len(reg) == 1
+    local.close()
+    foreign.close()
+
+
+def test_api_current_is_a_singleton_sentinel() -> None:
+    assert repr(CURRENT) == "CURRENT"
+    assert pykregistry.CURRENT is CURRENT
+    assert CURRENT is not None
+
+
+# === Level ===
+
+
+def test_api_level_ordering() -> None:
+    assert Level.TRACE > Level.DEBUG > Level.INFO > Level.WARN > Level.ERROR
+    assert sorted(Level) == [Level.ERROR, Level.WARN, Level.INFO, Level.DEBUG, Level.TRACE]
+    assert max(Level) is Level.TRACE
+
+
+@pytest.mark.parametrize(
+    ("given", "level"),
+    [
+        ("trace", Level.TRACE),
+        ("TRACE", Level.TRACE),
+        ("Debug", Level.DEBUG),
+        ("info", Level.INFO),
+        ("wArN", Level.WARN),
+        ("error", Level.ERROR),
+        ("ERROR", Level.ERROR),
+        (Level.DEBUG, Level.DEBUG),
+        (Level.TRACE, Level.TRACE),
+    ],
+    ids=repr,
+)
+def test_api_level_names_case_insensitive_everywhere(
+    reg: Registry, recorder: Any, given: Any, level: Level
+) -> None:
+    reg.add_layer(recorder)
+    sid = reg.new_span("a", level=given)
+    assert reg.get(sid).level is level
+    reg.try_close(sid)
+    with reg.span("b", level=given) as b:
+        assert reg.get(b.id).level is level
+    reg.event("e", level=given)
+    assert recorder.of("event")[0][1]["level"] is level
+
+
+def test_api_default_level_is_info(reg: Registry) -> None:
+    with reg.span("s") as s:
+        assert reg.get(s.id).level is Level.INFO
+
+
+# === Span handles ===
+
+
+def test_api_with_span_enters_exits_and_releases(reg: Registry) -> None:
+    handle = reg.span("s", target="app", level="debug", k=1)
+    assert isinstance(handle, Span)
+    assert reg.current_span() is None
+    with handle as s:
+        assert s is handle
+        assert reg.current_span() == s.id
+        assert reg.ref_count(s.id) == 2
+        assert reg.get(s.id).fields == {"k": 1}
+        assert not s.closed
+    assert s.closed
+    assert reg.current_span() is None
+    assert reg.get(s.id) is None
+
+
+def test_api_with_span_as_expression(reg: Registry) -> None:
+    with reg.span("s", parent=None, k="v") as s:
+        view = s.ref
+        assert isinstance(view, SpanRef)
+        assert (view.name, view.fields, view.parent_id) == ("s", {"k": "v"}, None)
+    assert len(reg) == 0
+
+
+def test_api_span_clone_is_a_second_handle(reg: Registry) -> None:
+    s = reg.span("s")
+    c = s.clone()
+    assert isinstance(c, Span)
+    assert c is not s
+    assert c.id == s.id
+    assert reg.ref_count(s.id) == 2
+    s.close()
+    assert reg.get(c.id) is not None
+    assert not c.closed
+    c.close()
+    assert reg.get(s.id) is None
+
+
+def test_api_span_close_twice_is_a_noop(reg: Registry) -> None:
+    s = reg.span("s")
+    keeper = s.clone()
+    s.close()
+    s.close()
+    s.close()
+    assert s.closed
+    assert reg.ref_count(keeper.id) == 1
+    keeper.close()
+    keeper.close()
+    assert len(reg) == 0
+
+
+def test_api_span_garbage_collected_releases_its_reference(reg: Registry) -> None:
+    s = reg.span("s")
+    sid = s.id
+    c = s.clone()
+    del c
+    gc.collect()
+    assert reg.ref_count(sid) == 1
+    del s
+    gc.collect()
+    assert reg.get(sid) is None
+
+
+def test_api_unbound_span_closes_at_once(reg: Registry) -> None:
+    sid = reg.span("temporary").id
+    gc.collect()
+    assert reg.get(sid) is None
+    assert len(reg) == 0
+
+
+def test_api_dropped_parent_handle_kept_alive_by_child(reg: Registry) -> None:
+    parent = reg.span("parent", parent=None)
+    child = reg.span("child", parent=parent)
+    pid = parent.id
+    del parent
+    gc.collect()
+    assert reg.ref_count(pid) == 1
+    assert reg.get(child.id).parent.name == "parent"
+    child.close()
+    assert reg.get(pid) is None
+
+
+def test_api_span_dropped_on_another_thread(reg: Registry) -> None:
+    holder = [reg.span("s")]
+    sid = holder[0].id
+    t = threading.Thread(target=holder.clear)
+    t.start()
+    t.join()
+    gc.collect()
+    assert reg.get(sid) is None
+
+
+class Boom(Exception):
+    pass
+
+
+def test_api_exception_inside_with_propagates_unchanged(reg: Registry) -> None:
+    err = Boom("inside")
+    with pytest.raises(Boom) as info, reg.span("s") as s:
+        raise err
+    assert info.value is err
+    assert err.__context__ is None
+    assert s.closed
+    assert reg.current_span() is None
+    assert len(reg) == 0
+
+
+def test_api_exception_inside_entered_propagates_unchanged(reg: Registry) -> None:
+    s = reg.span("s")
+    err = Boom("inside")
+    with pytest.raises(Boom) as info, s.entered():
+        raise err
+    assert info.value is err
+    assert not s.closed
+    assert reg.current_span() is None
+    assert reg.ref_count(s.id) == 1
+    s.close()
+
+
+def test_api_exit_never_swallows(reg: Registry) -> None:
+    s = reg.span("s")
+    s.__enter__()
+    assert not s.__exit__(Boom, Boom("x"), None)
+    entered = reg.span("t")
+    e = entered.entered()
+    e.__enter__()
+    assert not e.__exit__(Boom, Boom("x"), None)
+    entered.close()
+
+
+def test_api_close_inside_with_block(reg: Registry) -> None:
+    with reg.span("s") as s:
+        s.close()
+        assert s.closed
+        # The stack entry still holds the span.
+        assert reg.get(s.id) is not None
+    assert reg.get(s.id) is None
+
+
+def test_api_span_record_and_follows_from(reg: Registry) -> None:
+    a = reg.span("a")
+    with reg.span("b", x=1) as b:
+        b.record(x=2, y="z")
+        b.follows_from(a)
+        assert reg.get(b.id).fields == {"x": 2, "y": "z"}
+    a.close()
+
+
+def test_api_new_span_name_is_positional_only(reg: Registry) -> None:
+    with pytest.raises(TypeError):
+        reg.new_span(name="x")
+    sid = reg.new_span("x", target="t", level=Level.WARN, parent=CURRENT, fields={"k": 1})
+    view = reg.get(sid)
+    assert (view.name, view.target, view.level, view.fields) == ("x", "t", Level.WARN, {"k": 1})
+    reg.try_close(sid)
+
+
+def test_api_contains(reg: Registry) -> None:
+    sid = reg.new_span("x")
+    assert sid in reg
+    reg.try_close(sid)
+    assert sid not in reg
+
+
+# === SpanRef ===
+
+
+def test_api_span_ref_equality_and_hash(reg: Registry) -> None:
+    a = reg.new_span("a")
+    b = reg.new_span("b")
+    assert reg.get(a) == reg.get(a)
+    assert reg.get(a) != reg.get(b)
+    assert len({reg.get(a), reg.get(a), reg.get(b)}) == 2
+    other = Registry()
+    o = other.new_span("o")
+    assert o == a  # same number, different registries
+    assert other.get(o) != reg.get(a)
+    other.try_close(o)
+    reg.try_close(a)
+    reg.try_close(b)
+
+
+# === reprs read like constructor calls ===
+
+
+class Args:
+    """Evaluates a repr with each class name bound to this, to read back the
+    arguments it shows."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs = args, kwargs
+
+
+def read_repr(text: str) -> Args:
+    namespace = {"Span": Args, "SpanRef": Args, "Event": Args, "Entered": Args, "Level": Level}
+    result = eval(text, {"__builtins__": {}}, namespace)
+    assert isinstance(result, Args), text
+    return result
+
+
+NAMES = ["db", "it's", 'say "hi"', "naïve ✓ 🎉", "back\\slash", "tab\tnew\nline", "bell\x07"]
+
+
+@pytest.mark.parametrize("name", NAMES, ids=repr)
+def test_api_span_repr_reads_like_constructor(reg: Registry, name: str) -> None:
+    with reg.span("parent") as parent, reg.span(name) as s:
+        text = repr(s)
+        assert text.startswith("Span(")
+        assert read_repr(text).kwargs == {"id": s.id, "name": name, "parent": parent.id}
+        assert read_repr(repr(parent)).kwargs == {
+            "id": parent.id,
+            "name": "parent",
+            "parent": None,
+        }
+    assert read_repr(repr(s)).kwargs == {"id": s.id, "closed": True}
+
+
+@pytest.mark.parametrize("name", NAMES, ids=repr)
+def test_api_span_ref_repr_reads_like_constructor(reg: Registry, name: str) -> None:
+    sid = reg.new_span(name, target="app.db", level="warn", parent=None)
+    view = reg.get(sid)
+    assert repr(view).startswith("SpanRef(")
+    assert read_repr(repr(view)).kwargs == {
+        "id": sid,
+        "name": name,
+        "target": "app.db",
+        "level": Level.WARN,
+        "parent": None,
+    }
+    reg.try_close(sid)
+    assert read_repr(repr(view)).kwargs == {"id": sid, "closed": True}
+
+
+def test_api_other_reprs(reg: Registry) -> None:
+    assert repr(reg) == "Registry(len=0)"
+    s = reg.span("s")
+    assert repr(reg) == "Registry(len=1)"
+    assert repr(Level.INFO) == "Level.INFO"
+    assert str(Level.WARN) == "WARN"
+    entered = s.entered()
+    assert repr(entered) == f"Entered({s!r})"
+    s.close()
+
+
+def test_api_exceptions_from_handles_name_the_span(reg: Registry) -> None:
+    s = reg.span("s")
+    s.close()
+    with pytest.raises(SpanClosedError) as info:
+        s.record(k=1)
+    assert str(s.id) in str(info.value)
+    assert isinstance(info.value, SpanNotFoundError)
