@@ -130,15 +130,17 @@ impl ContextStack {
     /// Removes the most recent entry of `id` from the calling context's
     /// stack, even if it is not on top. Entries above it are copied (the
     /// copies take references of their own; the originals release theirs
-    /// when no context holds them). Returns whether an entry was found.
-    pub(crate) fn exit(&self, py: Python<'_>, id: Id) -> PyResult<bool> {
+    /// when no context holds them). Returns the removed entry, if one was
+    /// found: while the caller holds it, its reference is not yet released,
+    /// so layers can be told of the exit before the span may close.
+    pub(crate) fn exit<'py>(&self, py: Python<'py>, id: Id) -> PyResult<Option<Bound<'py, StackNode>>> {
         let Some(top) = self.top(py)? else {
-            return Ok(false);
+            return Ok(None);
         };
         if top.get().id == id {
             let below = top.get().next.as_ref().map(|n| n.bind(py).clone());
             self.set(py, below.as_ref())?;
-            return Ok(true);
+            return Ok(Some(top));
         }
         let mut above = Vec::new();
         let mut found = None;
@@ -150,7 +152,7 @@ impl ContextStack {
             above.push(node);
         }
         let Some(found) = found else {
-            return Ok(false);
+            return Ok(None);
         };
         let mut base = found.get().next.as_ref().map(|n| n.bind(py).clone());
         for node in above.iter().rev() {
@@ -174,7 +176,7 @@ impl ContextStack {
             )?);
         }
         self.set(py, base.as_ref())?;
-        Ok(true)
+        Ok(Some(found))
     }
 }
 

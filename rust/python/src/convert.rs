@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple};
 
-use crate::errors::InvalidSpanIdError;
+use crate::errors::{InvalidSpanIdError, SpanNotFoundError};
 use crate::span::Span;
 use crate::span_ref::SpanRef;
 
@@ -99,10 +99,12 @@ pub(crate) fn level_to_py(py: Python<'_>, level: Level) -> PyResult<Bound<'_, Py
     members.bind(py).get_item(level as usize - 1)
 }
 
-/// A parent argument: `CURRENT`, `None`, an ID, a `Span` or a `SpanRef`.
-/// `current` is called only for `CURRENT`.
+/// A parent argument: `CURRENT`, `None`, an ID, or a `Span` or `SpanRef` of
+/// the registry whose uid is `registry`. `current` is called only for
+/// `CURRENT`.
 pub(crate) fn parent(
     obj: Option<&Bound<'_, PyAny>>,
+    registry: usize,
     current: impl FnOnce() -> PyResult<Option<Id>>,
 ) -> PyResult<Parent> {
     let Some(obj) = obj else {
@@ -114,19 +116,37 @@ pub(crate) fn parent(
     if obj.is_instance_of::<CurrentParent>() {
         return Ok(Parent::Contextual(current()?));
     }
-    if let Ok(span) = obj.cast::<Span>() {
-        return Ok(Parent::Explicit(span.get().id));
-    }
-    if let Ok(view) = obj.cast::<SpanRef>() {
-        return Ok(Parent::Explicit(view.get().id));
-    }
     if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
         return Ok(Parent::Explicit(span_id(obj)?));
     }
-    Err(PyTypeError::new_err(format!(
-        "parent must be CURRENT, None, a span ID, a Span or a SpanRef, not {}",
-        obj.get_type().name()?
-    )))
+    match span_of(obj, registry)? {
+        Some(id) => Ok(Parent::Explicit(id)),
+        None => Err(PyTypeError::new_err(format!(
+            "parent must be CURRENT, None, a span ID, a Span or a SpanRef, not {}",
+            obj.get_type().name()?
+        ))),
+    }
+}
+
+/// The ID of a `Span` or `SpanRef` of the registry whose uid is `registry`;
+/// `None` for other types. A handle or view of another registry names none
+/// of this registry's spans.
+pub(crate) fn span_of(obj: &Bound<'_, PyAny>, registry: usize) -> PyResult<Option<Id>> {
+    let (id, owner) = if let Ok(span) = obj.cast::<Span>() {
+        (span.get().id, span.get().registry_uid())
+    } else if let Ok(view) = obj.cast::<SpanRef>() {
+        (view.get().id, view.get().registry_uid())
+    } else {
+        return Ok(None);
+    };
+    if owner == registry {
+        Ok(Some(id))
+    } else {
+        Err(SpanNotFoundError::new_err(format!(
+            "span {} belongs to another registry: a Span or SpanRef names a span only in the registry that made it",
+            id.into_u64()
+        )))
+    }
 }
 
 /// A field value: `None`, `bool`, `int`, `float` and `str` exactly, anything

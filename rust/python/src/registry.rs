@@ -112,14 +112,15 @@ fn caller_module(py: Python<'_>) -> Option<Bound<'_, PyString>> {
 /// Layer failures during the close are reported by the layers; a core error
 /// here would be a bookkeeping bug.
 pub(crate) fn release(core: &Core, id: Id) {
-    let released = core.try_close(id);
-    debug_assert!(released.is_ok(), "released a reference not held: {id:?}");
+    // An error means Python code released this reference already (an extra
+    // `try_close` on the ID): the count is already right, so ignore it.
+    let _ = core.try_close(id);
 }
 
 impl PyRegistry {
     /// Creates a span from parsed arguments; the caller owns its reference.
     fn create(&self, py: Python<'_>, name: &Bound<'_, PyString>, args: SpanArgs<'_>) -> PyResult<Id> {
-        let parent = convert::parent(args.parent.as_ref(), || self.stack.current(py))?;
+        let parent = convert::parent(args.parent.as_ref(), self.core.uid(), || self.stack.current(py))?;
         let target = match args.target {
             Some(t) => Some(t),
             None => caller_module(py),
@@ -153,17 +154,16 @@ impl PyRegistry {
     }
 
     pub(crate) fn exit_id(&self, py: Python<'_>, id: Id) -> PyResult<()> {
-        // Build the layers' view first: exiting may close the span.
-        let view = if self.core.hooks().hooks(Step::Exit) {
-            Some(Bound::new(py, SpanRef::new(self.core.clone(), id))?)
-        } else {
-            None
-        };
-        if self.stack.exit(py, id)? {
-            if let Some(view) = view {
-                self.core.hooks().dispatch(py, Step::Exit, || Ok((view,)));
-            }
+        // The removed entry keeps its reference until it is dropped at the
+        // end of this function, so layers see the exit before any close it
+        // causes, and can still read the span.
+        let removed = self.stack.exit(py, id)?;
+        if removed.is_some() {
+            self.core.hooks().dispatch(py, Step::Exit, || {
+                Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
+            });
         }
+        drop(removed);
         Ok(())
     }
 
@@ -298,7 +298,7 @@ impl PyRegistry {
     #[pyo3(signature = (message, /, **kwargs))]
     fn event(&self, py: Python<'_>, message: &Bound<'_, PyString>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
         let args = SpanArgs::parse(kwargs, FieldsIn::Kwargs)?;
-        let parent = match convert::parent(args.parent.as_ref(), || self.stack.current(py))? {
+        let parent = match convert::parent(args.parent.as_ref(), self.core.uid(), || self.stack.current(py))? {
             Parent::Root | Parent::Contextual(None) => None,
             Parent::Contextual(Some(id)) => Some(id),
             Parent::Explicit(id) => {

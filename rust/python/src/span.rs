@@ -45,6 +45,10 @@ impl Span {
         self.registry.get()
     }
 
+    pub(crate) fn registry_uid(&self) -> usize {
+        self.registry().core.uid()
+    }
+
     fn check_open(&self, what: &str) -> PyResult<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(closed(self.id.into_u64(), what))
@@ -107,12 +111,9 @@ impl Span {
 
     fn follows_from(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
         self.check_open("cannot add follows_from to a closed handle")?;
-        let other = match other.cast::<Span>() {
-            Ok(s) => s.get().id,
-            Err(_) => match other.cast::<SpanRef>() {
-                Ok(v) => v.get().id,
-                Err(_) => convert::span_id(other)?,
-            },
+        let other = match convert::span_of(other, self.registry_uid())? {
+            Some(id) => id,
+            None => convert::span_id(other)?,
         };
         self.registry().follows_from_id(py, self.id, other)
     }

@@ -25,6 +25,10 @@ impl SpanRef {
         SpanRef { core, id }
     }
 
+    pub(crate) fn registry_uid(&self) -> usize {
+        self.core.uid()
+    }
+
     fn with<R>(&self, f: impl FnOnce(&pykregistry_core::SpanRef<'_, crate::layers::Layers>) -> R) -> PyResult<R> {
         match self.core.get(self.id) {
             Some(span) => Ok(f(&span)),
