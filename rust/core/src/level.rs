@@ -79,6 +79,18 @@ impl From<tracing_core::Level> for Level {
     }
 }
 
+impl From<Level> for tracing_core::Level {
+    fn from(level: Level) -> Self {
+        match level {
+            Level::Error => tracing_core::Level::ERROR,
+            Level::Warn => tracing_core::Level::WARN,
+            Level::Info => tracing_core::Level::INFO,
+            Level::Debug => tracing_core::Level::DEBUG,
+            Level::Trace => tracing_core::Level::TRACE,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,17 +109,5 @@ mod tests {
         assert_eq!(Level::from_u8(0), None);
         assert_eq!(Level::from_u8(6), None);
         assert_eq!(Level::from_name("loud"), None);
-    }
-}
-
-impl From<Level> for tracing_core::Level {
-    fn from(level: Level) -> Self {
-        match level {
-            Level::Error => tracing_core::Level::ERROR,
-            Level::Warn => tracing_core::Level::WARN,
-            Level::Info => tracing_core::Level::INFO,
-            Level::Debug => tracing_core::Level::DEBUG,
-            Level::Trace => tracing_core::Level::TRACE,
-        }
     }
 }

@@ -1,6 +1,7 @@
 //! The registry: span data in a lock-free slab, reference counts, the close
 //! cascade.
 
+use std::cell::Cell;
 use std::fmt;
 use std::num::NonZeroU64;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -8,7 +9,6 @@ use std::sync::atomic::{fence, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sharded_slab::{Clear, Config, DefaultConfig, Pool};
-use thread_local::ThreadLocal;
 use tracing_core::Metadata;
 
 use crate::field::{upsert, Fields, Value};
@@ -26,7 +26,7 @@ use crate::{Error, Level, Op};
 /// - the ID of a span that closed is not handed to the next span created,
 ///   on any thread: reusing its slot gives a new generation and so a new ID;
 /// - an ID recurs only after its slot has been reused
-///   [`Registry::GENERATIONS`] times (8,192 with the default configuration on
+///   [`Registry::GENERATIONS`] times (8,191 with the default configuration on
 ///   64-bit targets). Keep your own counter if historical data must be
 ///   unique;
 /// - IDs are neither dense nor small, and say nothing about order.
@@ -106,9 +106,14 @@ pub struct Registry<H: Hooks = NoHooks, C: Config = DefaultConfig> {
 
 struct Shared<H: Hooks, C: Config> {
     spans: Pool<SpanData<H::Ext>, C>,
-    /// Spans created minus spans cleared, per thread, so that counting does
-    /// not make threads contend on one cache line.
-    live: ThreadLocal<LiveCount>,
+    /// Spans created minus spans cleared, in [`LIVE_STRIPES`] stripes that
+    /// threads pick round-robin, so that counting does not make threads
+    /// contend on one cache line. Load-bearing: counting must work from a
+    /// thread-local destructor (a thread's stack of entered spans closes them
+    /// as the thread ends), which `thread_local::ThreadLocal` cannot promise:
+    /// once its own per-thread guard is dropped it panics there, and a panic
+    /// in a thread-local destructor aborts the process.
+    live: Box<[LiveCount]>,
     hooks: H,
     uid: usize,
 }
@@ -116,6 +121,9 @@ struct Shared<H: Hooks, C: Config> {
 #[derive(Default)]
 #[repr(align(128))]
 struct LiveCount(AtomicIsize);
+
+/// How many stripes the live-span count has.
+const LIVE_STRIPES: usize = 16;
 
 /// What the slab stores for a span. Pooled: when a span closes its slot is
 /// cleared in place and reused by a later span, so the `Default` and [`Clear`]
@@ -235,7 +243,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         Self {
             shared: Arc::new(Shared {
                 spans: Pool::new_with_config::<C>(),
-                live: ThreadLocal::new(),
+                live: (0..LIVE_STRIPES).map(|_| LiveCount::default()).collect(),
                 hooks,
                 uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             }),
@@ -243,6 +251,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     }
 
     /// The hooks this registry calls.
+    #[must_use]
     pub fn hooks(&self) -> &H {
         &self.shared.hooks
     }
@@ -356,6 +365,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     }
 
     /// A view of the span, if `id` names a live span.
+    #[must_use]
     pub fn get(&self, id: Id) -> Option<SpanRef<'_, H, C>> {
         self.slot(id).map(|data| SpanRef {
             registry: self,
@@ -365,12 +375,14 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     }
 
     /// The span's reference count; 0 when `id` does not name a live span.
+    #[must_use]
     pub fn ref_count(&self, id: Id) -> usize {
         self.slot(id)
             .map_or(0, |span| span.ref_count.load(Ordering::Acquire))
     }
 
     /// The number of live spans.
+    #[must_use]
     pub fn len(&self) -> usize {
         let n: isize = self
             .shared
@@ -382,6 +394,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     }
 
     /// Whether no span is live.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -417,9 +430,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     }
 
     fn count_live(&self, delta: isize) {
-        self.shared
-            .live
-            .get_or_default()
+        self.shared.live[live_stripe()]
             .0
             .fetch_add(delta, Ordering::Release);
     }
@@ -464,6 +475,24 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
 /// shards, which becomes [`Error::TooManyThreads`].
 fn guard_slab<R>(op: impl FnOnce() -> R) -> Result<R, Error> {
     catch_unwind(AssertUnwindSafe(op)).map_err(|_| Error::TooManyThreads)
+}
+
+/// This thread's stripe of the live-span count. Works at any time,
+/// including from thread-local destructors while the thread ends.
+fn live_stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        // Const-initialized and without a destructor: never torn down.
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE
+        .try_with(|stripe| {
+            if stripe.get() == usize::MAX {
+                stripe.set(NEXT.fetch_add(1, Ordering::Relaxed) % LIVE_STRIPES);
+            }
+            stripe.get()
+        })
+        .unwrap_or(0)
 }
 
 /// Decrements a count that must not go below zero: `None` if it was already
@@ -582,6 +611,7 @@ impl<X> fmt::Debug for SpanData<X> {
 
 impl<'a, H: Hooks, C: Config + 'static> SpanRef<'a, H, C> {
     /// The span's ID.
+    #[must_use]
     pub fn id(&self) -> Id {
         self.id
     }
@@ -623,7 +653,6 @@ impl<H: Hooks, C: Config> fmt::Debug for SpanRef<'_, H, C> {
 
 impl<'a, H: Hooks, C: Config + 'static> Scope<'a, H, C> {
     /// The same spans, root first.
-    #[must_use]
     pub fn from_root(self) -> std::iter::Rev<std::vec::IntoIter<SpanRef<'a, H, C>>> {
         self.collect::<Vec<_>>().into_iter().rev()
     }

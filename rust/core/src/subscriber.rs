@@ -57,15 +57,14 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
             .try_with(|stacks| {
                 let mut stacks = stacks.borrow_mut();
                 let uid = self.uid();
-                let at = match stacks.iter().position(|s| s.registry_uid() == uid) {
-                    Some(at) => at,
-                    None => {
-                        stacks.push(Box::new(Local {
-                            registry: self.clone(),
-                            stack: SpanStack::default(),
-                        }));
-                        stacks.len() - 1
-                    }
+                let at = if let Some(at) = stacks.iter().position(|s| s.registry_uid() == uid) {
+                    at
+                } else {
+                    stacks.push(Box::new(Local {
+                        registry: self.clone(),
+                        stack: SpanStack::default(),
+                    }));
+                    stacks.len() - 1
                 };
                 f(stacks[at].stack())
             })
@@ -105,7 +104,7 @@ impl<H: Hooks, C: Config + Send + Sync + 'static> Subscriber for Registry<H, C> 
         };
         let id = self
             .new_span(&span, parent, |fields, _| {
-                attrs.record(&mut Collector(fields))
+                attrs.record(&mut Collector(fields));
             })
             .unwrap_or_else(|e| panic!("tracing span {:?}: {e}", meta.name()));
         id.into()

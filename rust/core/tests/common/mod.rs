@@ -3,6 +3,7 @@
 //! Each test binary uses a part of them.
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::sync::{Mutex, PoisonError};
 
 use pykregistry_core::{Attrs, Config, Hooks, Id, Level, Parent, Registry, SpanData, Value};
@@ -18,19 +19,27 @@ pub fn attrs(name: &str) -> Attrs<'_> {
 }
 
 /// A new span with no fields; panics if the registry refuses.
-pub fn span<H: Hooks, C: Config>(registry: &Registry<H, C>, name: &str, parent: Parent) -> Id {
+pub fn span<H: Hooks, C: Config + 'static>(
+    registry: &Registry<H, C>,
+    name: &str,
+    parent: Parent,
+) -> Id {
     registry
         .new_span(&attrs(name), parent, |_, _| {})
         .unwrap_or_else(|e| panic!("new_span({name:?}, {parent:?}) failed: {e}"))
 }
 
 /// A new root span.
-pub fn root<H: Hooks, C: Config>(registry: &Registry<H, C>, name: &str) -> Id {
+pub fn root<H: Hooks, C: Config + 'static>(registry: &Registry<H, C>, name: &str) -> Id {
     span(registry, name, Parent::Root)
 }
 
 /// A new span whose explicit parent is `parent`.
-pub fn child<H: Hooks, C: Config>(registry: &Registry<H, C>, name: &str, parent: Id) -> Id {
+pub fn child<H: Hooks, C: Config + 'static>(
+    registry: &Registry<H, C>,
+    name: &str,
+    parent: Id,
+) -> Id {
     span(registry, name, Parent::Explicit(parent))
 }
 
@@ -40,14 +49,22 @@ pub fn id(n: u64) -> Id {
 }
 
 /// A span's fields as owned pairs, or `None` if it is not live.
-pub fn fields<H: Hooks, C: Config>(registry: &Registry<H, C>, id: Id) -> Option<Vec<(String, Value)>> {
+pub fn fields<H: Hooks, C: Config + 'static>(
+    registry: &Registry<H, C>,
+    id: Id,
+) -> Option<Vec<(String, Value)>> {
     let span = registry.get(id)?;
     let fields = span.lock_fields();
-    Some(fields.iter().map(|(n, v)| (n.to_string(), v.clone())).collect())
+    Some(
+        fields
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect(),
+    )
 }
 
 /// The name of a live span.
-pub fn name<H: Hooks, C: Config>(registry: &Registry<H, C>, id: Id) -> Option<String> {
+pub fn name<H: Hooks, C: Config + 'static>(registry: &Registry<H, C>, id: Id) -> Option<String> {
     registry.get(id).map(|s| s.name().to_owned())
 }
 
@@ -102,29 +119,20 @@ pub struct Closed {
     /// Whether `clone_span(id)` succeeded inside `on_close` (it must not).
     pub revived: bool,
     /// Whether `try_close(id)` succeeded inside `on_close` (it must not).
-    pub closed_again: bool,
+    pub reclosed: bool,
 }
 
 /// Hooks that record every close, looking at the closing span both through
 /// the data passed in and through the registry.
 #[derive(Debug, Default)]
 pub struct Recorder {
-    registry: Mutex<Option<Registry<Recorder>>>,
     closed: Mutex<Vec<Closed>>,
 }
 
 impl Recorder {
-    /// A registry calling a new `Recorder`, which can read the registry back.
-    /// Call [`Recorder::detach`] at the end to free it.
+    /// A registry calling a new `Recorder`.
     pub fn registry() -> Registry<Recorder> {
-        let registry = Registry::with_hooks(Recorder::default());
-        *lock(&registry.hooks().registry) = Some(registry.clone());
-        registry
-    }
-
-    /// Breaks the cycle between the registry and its hooks.
-    pub fn detach(registry: &Registry<Recorder>) {
-        lock(&registry.hooks().registry).take();
+        Registry::with_hooks(Recorder::default())
     }
 
     /// Every close so far, in order.
@@ -141,18 +149,13 @@ impl Recorder {
 impl Hooks for Recorder {
     type Ext = ();
 
-    fn on_close(&self, id: Id, span: &SpanData<()>) {
-        let registry = lock(&self.registry).clone();
-        let (name_via_get, parent_ref_count, revived, closed_again) = match &registry {
-            Some(r) => (
-                r.get(id).map(|s| s.name().to_owned()),
-                span.parent_id().map(|p| r.ref_count(p)),
-                r.clone_span(id).is_ok(),
-                r.try_close(id).is_ok(),
-            ),
-            None => (None, None, false, false),
-        };
-        let closed = Closed {
+    fn on_close<C: Config + 'static>(
+        &self,
+        registry: &Registry<Self, C>,
+        id: Id,
+        span: &SpanData<()>,
+    ) {
+        let mut closed = Closed {
             id,
             name: span.name().to_owned(),
             fields: span
@@ -162,11 +165,20 @@ impl Hooks for Recorder {
                 .collect(),
             parent: span.parent_id(),
             ref_count: span.ref_count(),
-            name_via_get,
-            parent_ref_count,
-            revived,
-            closed_again,
+            name_via_get: registry.get(id).map(|s| s.name().to_owned()),
+            parent_ref_count: span.parent_id().map(|p| registry.ref_count(p)),
+            revived: false,
+            reclosed: false,
         };
+        // Probe whether the closing span can be cloned or closed again; not
+        // from a close that such a probe caused, so that a registry that
+        // wrongly allows it fails the test instead of recursing.
+        thread_local!(static PROBING: Cell<bool> = const { Cell::new(false) });
+        if !PROBING.replace(true) {
+            closed.revived = registry.clone_span(id).is_ok();
+            closed.reclosed = registry.try_close(id).is_ok();
+            PROBING.set(false);
+        }
         lock(&self.closed).push(closed);
     }
 }
