@@ -14,6 +14,7 @@ mod error;
 mod field;
 mod level;
 mod registry;
+mod seat;
 mod stack;
 mod subscriber;
 

@@ -5,14 +5,14 @@ use std::cell::Cell;
 use std::fmt;
 use std::num::NonZeroU64;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{fence, AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sharded_slab::{Clear, Config, DefaultConfig, Pool};
 use tracing_core::Metadata;
 
 use crate::field::{upsert, Fields, Value};
-use crate::{Error, Level, Op};
+use crate::{seat, Error, Level, Op};
 
 /// A span ID: an integer in `[1, 2**64)`.
 ///
@@ -114,9 +114,17 @@ struct Shared<H: Hooks, C: Config> {
     /// once its own per-thread guard is dropped it panics there, and a panic
     /// in a thread-local destructor aborts the process.
     live: Box<[LiveCount]>,
+    /// Keys of closed spans whose slots a thread without a seat could not
+    /// clear; cleared by the next span creation.
+    orphans: Mutex<Vec<usize>>,
+    has_orphans: AtomicBool,
     hooks: H,
     uid: usize,
 }
+
+/// The count of a span that has closed but whose slot may not be cleared
+/// yet: lookups treat it as gone, and it never comes back to life.
+const DEAD: usize = usize::MAX;
 
 #[derive(Default)]
 #[repr(align(128))]
@@ -244,6 +252,8 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
             shared: Arc::new(Shared {
                 spans: Pool::new_with_config::<C>(),
                 live: (0..LIVE_STRIPES).map(|_| LiveCount::default()).collect(),
+                orphans: Mutex::new(Vec::new()),
+                has_orphans: AtomicBool::new(false),
                 hooks,
                 uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             }),
@@ -283,35 +293,36 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
                 e => e,
             })?),
         };
-        let created = guard_slab(|| {
-            let mut slot = self.shared.spans.create()?;
-            let data = &mut *slot;
-            data.name.push_str(attrs.name);
-            data.target.push_str(attrs.target);
-            data.level = attrs.level;
-            data.metadata = attrs.metadata;
-            data.parent = parent;
-            *data.ref_count.get_mut() = 1;
-            init(
-                data.fields
-                    .get_mut()
-                    .unwrap_or_else(PoisonError::into_inner),
-                &mut data.ext,
-            );
-            Some(slot.key())
-        });
-        match created {
-            Ok(Some(key)) => {
-                self.count_live(1);
-                Ok(Id::from_key(key))
-            }
+        let created = seat::take::<C>().and_then(|()| guard_slab(|| self.shared.spans.create()));
+        let mut slot = match created {
+            Ok(Some(slot)) => slot,
             failed => {
                 if let Some(p) = parent {
                     self.release(p);
                 }
-                Err(failed.err().unwrap_or(Error::SlabFull))
+                return Err(failed.err().unwrap_or(Error::SlabFull));
             }
+        };
+        let data = &mut *slot;
+        data.name.push_str(attrs.name);
+        data.target.push_str(attrs.target);
+        data.level = attrs.level;
+        data.metadata = attrs.metadata;
+        data.parent = parent;
+        *data.ref_count.get_mut() = 1;
+        init(
+            data.fields
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+            &mut data.ext,
+        );
+        let id = Id::from_key(slot.key());
+        drop(slot);
+        self.count_live(1);
+        if self.shared.has_orphans.load(Ordering::Acquire) {
+            self.clear_orphans();
         }
+        Ok(id)
     }
 
     /// Adds a reference to a live span and returns its ID. On any other ID it
@@ -322,7 +333,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         // of 0 means the span is closing and must not come back to life.
         let mut refs = span.ref_count.load(Ordering::Relaxed);
         loop {
-            if refs == 0 {
+            if refs == 0 || refs == DEAD {
                 return Err(Error::not_live(id, Op::Clone));
             }
             match span.ref_count.compare_exchange_weak(
@@ -426,7 +437,10 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     }
 
     fn slot(&self, id: Id) -> Option<sharded_slab::pool::Ref<'_, SpanData<H::Ext>, C>> {
-        self.shared.spans.get(id.key()?)
+        self.shared
+            .spans
+            .get(id.key()?)
+            .filter(|s| s.ref_count.load(Ordering::Acquire) != DEAD)
     }
 
     fn count_live(&self, delta: isize) {
@@ -449,12 +463,11 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
             self.shared.hooks.on_close(self, id, &span);
             let parent = span.parent;
             let key = span.key();
+            // From here on lookups see the span as closed, even if clearing
+            // its slot has to wait (below).
+            span.ref_count.store(DEAD, Ordering::Release);
             drop(span);
-            if guard_slab(|| self.shared.spans.clear(key)).is_err() {
-                // This thread could not get a slab shard to clear from; the
-                // span stays unreachable (count 0, never cloned again) but
-                // its slot is not reused.
-            }
+            self.clear_slot(key);
             self.count_live(-1);
             let Some(parent_id) = parent else { return };
             let Some(parent_span) = self.slot(parent_id) else {
@@ -466,6 +479,40 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
             }
             id = parent_id;
             span = parent_span;
+        }
+    }
+}
+
+impl<H: Hooks, C: Config + 'static> Registry<H, C> {
+    /// Clears a closed span's slot so it can be reused. A thread without a
+    /// seat (see [`seat`]) must not touch the slab: its clears wait for the
+    /// next span created by a thread with one.
+    fn clear_slot(&self, key: usize) {
+        if (seat::held() || seat::take::<C>().is_ok())
+            && guard_slab(|| self.shared.spans.clear(key)).is_ok()
+        {
+            return;
+        }
+        self.shared
+            .orphans
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(key);
+        self.shared.has_orphans.store(true, Ordering::Release);
+    }
+
+    #[cold]
+    fn clear_orphans(&self) {
+        let orphans = std::mem::take(
+            &mut *self
+                .shared
+                .orphans
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        self.shared.has_orphans.store(false, Ordering::Release);
+        for key in orphans {
+            self.clear_slot(key);
         }
     }
 }
@@ -500,7 +547,7 @@ fn live_stripe() -> usize {
 fn decrement(count: &AtomicUsize) -> Option<bool> {
     let mut refs = count.load(Ordering::Relaxed);
     loop {
-        if refs == 0 {
+        if refs == 0 || refs == DEAD {
             return None;
         }
         match count.compare_exchange_weak(refs, refs - 1, Ordering::Release, Ordering::Relaxed) {
@@ -579,9 +626,12 @@ impl<X> SpanData<X> {
         self.parent
     }
 
-    /// The current reference count.
+    /// The current reference count (0 once the span has closed).
     pub fn ref_count(&self) -> usize {
-        self.ref_count.load(Ordering::Acquire)
+        match self.ref_count.load(Ordering::Acquire) {
+            DEAD => 0,
+            n => n,
+        }
     }
 
     /// The fields, locked for reading or recording.
