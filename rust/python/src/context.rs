@@ -35,7 +35,7 @@ pub(crate) struct StackNode {
     core: Core,
 }
 
-/// The ContextVar holding a registry's stacks.
+/// The `ContextVar` holding a registry's stacks.
 pub(crate) struct ContextStack {
     var: Py<PyAny>,
 }
@@ -56,7 +56,8 @@ impl ContextStack {
     pub(crate) fn top<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, StackNode>>> {
         let mut value: *mut ffi::PyObject = ptr::null_mut();
         // SAFETY: `var` is a ContextVar; `value` receives a new reference or NULL.
-        if unsafe { ffi::PyContextVar_Get(self.var.as_ptr(), ptr::null_mut(), &raw mut value) } < 0 {
+        if unsafe { ffi::PyContextVar_Get(self.var.as_ptr(), ptr::null_mut(), &raw mut value) } < 0
+        {
             return Err(PyErr::fetch(py));
         }
         if value.is_null() {
@@ -103,10 +104,12 @@ impl ContextStack {
         } else {
             core.clone_span(id).map_err(|e| {
                 RegistryError(match e {
-                    pykregistry_core::Error::NotLive { id, .. } => pykregistry_core::Error::NotLive {
-                        id,
-                        op: pykregistry_core::Op::Enter,
-                    },
+                    pykregistry_core::Error::NotLive { id, .. } => {
+                        pykregistry_core::Error::NotLive {
+                            id,
+                            op: pykregistry_core::Op::Enter,
+                        }
+                    }
                     e => e,
                 })
             })?;
@@ -133,7 +136,11 @@ impl ContextStack {
     /// when no context holds them). Returns the removed entry, if one was
     /// found: while the caller holds it, its reference is not yet released,
     /// so layers can be told of the exit before the span may close.
-    pub(crate) fn exit<'py>(&self, py: Python<'py>, id: Id) -> PyResult<Option<Bound<'py, StackNode>>> {
+    pub(crate) fn exit<'py>(
+        &self,
+        py: Python<'py>,
+        id: Id,
+    ) -> PyResult<Option<Bound<'py, StackNode>>> {
         let Some(top) = self.top(py)? else {
             return Ok(None);
         };
@@ -204,36 +211,29 @@ impl Drop for StackNode {
             crate::registry::release(&self.core, self.id);
         }
         let Some(next) = self.next.take() else { return };
-        let outermost = DEFERRED
-            .try_with(|d| {
-                let mut d = d.borrow_mut();
-                match d.as_mut() {
-                    Some(pending) => {
-                        pending.push(next);
-                        None
-                    }
-                    None => {
-                        *d = Some(Vec::new());
-                        Some(next)
-                    }
-                }
-            })
-            .ok();
-        match outermost {
-            Some(Some(next)) => {
-                drop(next);
-                while let Some(node) = DEFERRED
-                    .try_with(|d| d.borrow_mut().as_mut().and_then(Vec::pop))
-                    .ok()
-                    .flatten()
-                {
-                    drop(node);
-                }
-                let _ = DEFERRED.try_with(|d| d.borrow_mut().take());
+        // The outermost drop on this thread owns the queue and drains it;
+        // drops inside it only queue their successor. If thread-local
+        // storage is gone (thread teardown), `next` drops right here.
+        let outermost = DEFERRED.try_with(|d| {
+            let mut d = d.borrow_mut();
+            if let Some(pending) = d.as_mut() {
+                pending.push(next);
+                None
+            } else {
+                *d = Some(Vec::new());
+                Some(next)
             }
-            Some(None) => {}
-            // Thread-local storage is gone (thread teardown): drop directly.
-            None => {}
+        });
+        if let Ok(Some(next)) = outermost {
+            drop(next);
+            while let Some(node) = DEFERRED
+                .try_with(|d| d.borrow_mut().as_mut().and_then(Vec::pop))
+                .ok()
+                .flatten()
+            {
+                drop(node);
+            }
+            let _ = DEFERRED.try_with(|d| d.borrow_mut().take());
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::span_ref::SpanRef;
 pub(crate) struct CurrentParent;
 
 #[pymethods]
+#[allow(clippy::unused_self)] // Python methods take self
 impl CurrentParent {
     fn __repr__(&self) -> &'static str {
         "CURRENT"
@@ -213,7 +214,10 @@ pub(crate) fn fields_from_items<'py>(
             let name = k.cast::<PyString>().map_err(|_| {
                 PyTypeError::new_err(format!(
                     "field names are str, not {}",
-                    k.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                    k.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
                 ))
             })?;
             Ok((name.to_str()?.into(), value(&v)?))

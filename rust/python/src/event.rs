@@ -49,7 +49,8 @@ impl Event {
             convert::quote(py, &self.message.bind(py).to_string()),
             self.level,
             convert::quote(py, &self.target),
-            self.parent_id.map_or("None".to_owned(), |p| p.into_u64().to_string())
+            self.parent_id
+                .map_or("None".to_owned(), |p| p.into_u64().to_string())
         )
     }
 }

@@ -47,7 +47,7 @@ struct Layer {
 /// The registry's layers, as the core's [`Hooks`].
 #[derive(Default)]
 pub(crate) struct Layers {
-    layers: RwLock<Arc<Vec<Layer>>>,
+    list: RwLock<Arc<Vec<Layer>>>,
     /// Per step, whether any layer hooks it: the fast path checks only this.
     hooked: [AtomicBool; 7],
     errors: AtomicU64,
@@ -66,12 +66,15 @@ impl Layers {
                 methods[i] = Some(m.unbind());
             }
         }
-        let mut layers = self.layers.write().unwrap_or_else(PoisonError::into_inner);
+        let mut layers = self.list.write().unwrap_or_else(PoisonError::into_inner);
         let mut next: Vec<Layer> = layers
             .iter()
             .map(|l| Layer {
                 object: l.object.clone_ref(object.py()),
-                methods: l.methods.each_ref().map(|m| m.as_ref().map(|m| m.clone_ref(object.py()))),
+                methods: l
+                    .methods
+                    .each_ref()
+                    .map(|m| m.as_ref().map(|m| m.clone_ref(object.py()))),
             })
             .collect();
         for (i, m) in methods.iter().enumerate() {
@@ -88,7 +91,7 @@ impl Layers {
     }
 
     pub(crate) fn objects<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyAny>> {
-        let layers = Arc::clone(&self.layers.read().unwrap_or_else(PoisonError::into_inner));
+        let layers = Arc::clone(&self.list.read().unwrap_or_else(PoisonError::into_inner));
         layers.iter().map(|l| l.object.bind(py).clone()).collect()
     }
 
@@ -115,7 +118,7 @@ impl Layers {
         if !self.hooks(step) {
             return;
         }
-        let layers = Arc::clone(&self.layers.read().unwrap_or_else(PoisonError::into_inner));
+        let layers = Arc::clone(&self.list.read().unwrap_or_else(PoisonError::into_inner));
         let args = match args().and_then(|a| Ok(a.into_pyobject(py)?.into_bound())) {
             Ok(a) => a,
             Err(e) => return self.failed(py, e, None),
@@ -138,12 +141,18 @@ impl Layers {
 impl Hooks for Layers {
     type Ext = ();
 
-    fn on_close<C: Config + 'static>(&self, registry: &pykregistry_core::Registry<Self, C>, id: Id, _: &SpanData<()>) {
+    fn on_close<C: Config + 'static>(
+        &self,
+        registry: &pykregistry_core::Registry<Self, C>,
+        id: Id,
+        _: &SpanData<()>,
+    ) {
         if !self.hooks(Step::Close) {
             return;
         }
         // Only the default configuration is exposed to Python.
-        let Some(core) = (registry as &dyn std::any::Any).downcast_ref::<crate::registry::Core>() else {
+        let Some(core) = (registry as &dyn std::any::Any).downcast_ref::<crate::registry::Core>()
+        else {
             return;
         };
         Python::attach(|py| {

@@ -1,4 +1,4 @@
-//! The native module `pykregistry._native`: thin PyO3 bindings over
+//! The native module `pykregistry._native`: thin `PyO3` bindings over
 //! `pykregistry-core`. The public surface is curated in
 //! `pykregistry/__init__.py`.
 
@@ -15,25 +15,22 @@ use pyo3::prelude::*;
 
 #[pymodule]
 mod _native {
-    use super::*;
+    use super::{convert, Bound, PyModule, PyModuleMethods, PyResult};
 
+    #[pymodule_export]
+    use crate::event::Event;
     #[pymodule_export]
     use crate::registry::PyRegistry;
     #[pymodule_export]
     use crate::span::{Entered, Span};
     #[pymodule_export]
     use crate::span_ref::SpanRef;
-    #[pymodule_export]
-    use crate::event::Event;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         let py = m.py();
         m.add("CURRENT", convert::current_sentinel(py)?.clone_ref(py))?;
-        m.add(
-            "GENERATIONS",
-            crate::registry::Core::GENERATIONS,
-        )?;
+        m.add("GENERATIONS", crate::registry::Core::GENERATIONS)?;
         Ok(())
     }
 }

@@ -60,7 +60,11 @@ impl<'py> SpanArgs<'py> {
                     args.target = Some(value.cast_into::<PyString>().map_err(|e| {
                         PyTypeError::new_err(format!(
                             "target must be a str, not {}",
-                            e.into_inner().get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                            e.into_inner()
+                                .get_type()
+                                .name()
+                                .map(|n| n.to_string())
+                                .unwrap_or_default()
                         ))
                     })?);
                 }
@@ -119,8 +123,15 @@ pub(crate) fn release(core: &Core, id: Id) {
 
 impl PyRegistry {
     /// Creates a span from parsed arguments; the caller owns its reference.
-    fn create(&self, py: Python<'_>, name: &Bound<'_, PyString>, args: SpanArgs<'_>) -> PyResult<Id> {
-        let parent = convert::parent(args.parent.as_ref(), self.core.uid(), || self.stack.current(py))?;
+    fn create(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyString>,
+        args: SpanArgs<'_>,
+    ) -> PyResult<Id> {
+        let parent = convert::parent(args.parent.as_ref(), self.core.uid(), || {
+            self.stack.current(py)
+        })?;
         let target = match args.target {
             Some(t) => Some(t),
             None => caller_module(py),
@@ -186,9 +197,14 @@ impl PyRegistry {
     }
 
     pub(crate) fn follows_from_id(&self, py: Python<'_>, id: Id, follows: Id) -> PyResult<()> {
-        self.core.live_slot(id, Op::FollowsFrom).map_err(RegistryError)?;
+        self.core
+            .live_slot(id, Op::FollowsFrom)
+            .map_err(RegistryError)?;
         self.core.hooks().dispatch(py, Step::FollowsFrom, || {
-            Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?, follows.into_u64()))
+            Ok((
+                Bound::new(py, SpanRef::new(self.core.clone(), id))?,
+                follows.into_u64(),
+            ))
         });
         Ok(())
     }
@@ -280,7 +296,12 @@ impl PyRegistry {
     }
 
     #[pyo3(signature = (id, /, **fields))]
-    fn record(&self, py: Python<'_>, id: &Bound<'_, PyAny>, fields: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    fn record(
+        &self,
+        py: Python<'_>,
+        id: &Bound<'_, PyAny>,
+        fields: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
         let id = convert::span_id(id)?;
         let values = match fields {
             Some(f) => convert::fields_from_items(f.iter())?,
@@ -289,22 +310,32 @@ impl PyRegistry {
         self.record_id(py, id, values)
     }
 
-    fn follows_from(&self, py: Python<'_>, id: &Bound<'_, PyAny>, follows: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn follows_from(
+        &self,
+        py: Python<'_>,
+        id: &Bound<'_, PyAny>,
+        follows: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         let id = convert::span_id(id)?;
         let follows = convert::span_id(follows)?;
         self.follows_from_id(py, id, follows)
     }
 
     #[pyo3(signature = (message, /, **kwargs))]
-    fn event(&self, py: Python<'_>, message: &Bound<'_, PyString>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+    fn event(
+        &self,
+        py: Python<'_>,
+        message: &Bound<'_, PyString>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
         let args = SpanArgs::parse(kwargs, FieldsIn::Kwargs)?;
-        let parent = match convert::parent(args.parent.as_ref(), self.core.uid(), || self.stack.current(py))? {
+        let parent = match convert::parent(args.parent.as_ref(), self.core.uid(), || {
+            self.stack.current(py)
+        })? {
             Parent::Root | Parent::Contextual(None) => None,
             Parent::Contextual(Some(id)) => Some(id),
             Parent::Explicit(id) => {
-                self.core
-                    .live_slot(id, Op::Event)
-                    .map_err(|e| RegistryError(e))?;
+                self.core.live_slot(id, Op::Event).map_err(RegistryError)?;
                 Some(id)
             }
         };
@@ -342,4 +373,3 @@ impl PyRegistry {
         format!("Registry(len={})", self.core.len())
     }
 }
-

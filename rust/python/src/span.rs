@@ -122,7 +122,8 @@ impl Span {
     fn clone(&self, py: Python<'_>) -> PyResult<Span> {
         self.check_open("cannot clone a closed handle")?;
         let core = &self.registry().core;
-        core.clone_span(self.id).map_err(crate::errors::RegistryError)?;
+        core.clone_span(self.id)
+            .map_err(crate::errors::RegistryError)?;
         Ok(Span::new(self.registry.clone_ref(py), self.id))
     }
 
@@ -133,7 +134,8 @@ impl Span {
 
     /// A reusable context manager that enters and exits the span.
     fn entered(slf: &Bound<'_, Self>) -> PyResult<Entered> {
-        slf.get().check_open("cannot enter through a closed handle")?;
+        slf.get()
+            .check_open("cannot enter through a closed handle")?;
         Ok(Entered {
             span: slf.clone().unbind(),
         })
@@ -170,7 +172,10 @@ impl Span {
                     convert::quote(py, span.name()),
                     p.into_u64()
                 ),
-                None => format!("Span(id={id}, name={}, parent=None)", convert::quote(py, span.name())),
+                None => format!(
+                    "Span(id={id}, name={}, parent=None)",
+                    convert::quote(py, span.name())
+                ),
             },
             None => format!("Span(id={id}, closed=True)"),
         }

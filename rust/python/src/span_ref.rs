@@ -29,10 +29,16 @@ impl SpanRef {
         self.core.uid()
     }
 
-    fn with<R>(&self, f: impl FnOnce(&pykregistry_core::SpanRef<'_, crate::layers::Layers>) -> R) -> PyResult<R> {
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&pykregistry_core::SpanRef<'_, crate::layers::Layers>) -> R,
+    ) -> PyResult<R> {
         match self.core.get(self.id) {
             Some(span) => Ok(f(&span)),
-            None => Err(closed(self.id.into_u64(), "its SpanRef can no longer read it")),
+            None => Err(closed(
+                self.id.into_u64(),
+                "its SpanRef can no longer read it",
+            )),
         }
     }
 }
@@ -100,6 +106,7 @@ impl SpanRef {
     }
 
     /// The root, its child, and so on down to this span.
+    #[allow(clippy::wrong_self_convention)] // the name is the Python API's
     fn from_root(&self) -> PyResult<Vec<SpanRef>> {
         let mut scope = self.scope()?;
         scope.reverse();
@@ -124,7 +131,8 @@ impl SpanRef {
                 convert::quote(py, s.name()),
                 convert::quote(py, s.target()),
                 s.level(),
-                s.parent_id().map_or("None".to_owned(), |p| p.into_u64().to_string())
+                s.parent_id()
+                    .map_or("None".to_owned(), |p| p.into_u64().to_string())
             ),
             None => format!("SpanRef(id={id}, closed=True)"),
         }
