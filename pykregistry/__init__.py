@@ -15,9 +15,12 @@ spans deterministically; and layers that see every step.
 
 from __future__ import annotations
 
+import os
+
 from pykregistry._native import (
     CURRENT,
     GENERATIONS,
+    Callsite,
     Entered,
     Event,
     Registry,
@@ -31,13 +34,31 @@ from pykregistry.exceptions import (
     SpanClosedError,
     SpanNotFoundError,
 )
+from pykregistry.instrumentation import instrument
 from pykregistry.level import Level
+from pykregistry.shortcuts import (
+    current,
+    debug,
+    debug_span,
+    error,
+    error_span,
+    event,
+    in_scope,
+    info,
+    info_span,
+    span,
+    trace,
+    trace_span,
+    warn,
+    warn_span,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CURRENT",
     "GENERATIONS",
+    "Callsite",
     "CapacityError",
     "Entered",
     "Event",
@@ -50,10 +71,25 @@ __all__ = [
     "SpanNotFoundError",
     "SpanRef",
     "__version__",
+    "current",
+    "debug",
+    "debug_span",
     "default_registry",
+    "error",
+    "error_span",
+    "event",
+    "in_scope",
+    "info",
+    "info_span",
+    "instrument",
+    "span",
+    "trace",
+    "trace_span",
+    "warn",
+    "warn_span",
 ]
 
-_DEFAULT = Registry()
+_DEFAULT = Registry(filter=os.environ.get("PYKREGISTRY_FILTER") or None)
 
 
 def default_registry() -> Registry:

@@ -12,6 +12,7 @@
 
 mod error;
 mod field;
+mod filter;
 mod level;
 mod registry;
 mod seat;
@@ -20,6 +21,7 @@ mod subscriber;
 
 pub use error::{Error, Op};
 pub use field::{Fields, Value};
+pub use filter::{Filter, FilterError};
 pub use level::Level;
 pub use registry::{Attrs, Hooks, Id, NoHooks, Parent, Registry, Scope, SpanData, SpanRef};
 pub use sharded_slab::{Config, DefaultConfig};

@@ -121,27 +121,42 @@ pub(crate) fn parent(
         return Ok(Parent::Explicit(span_id(obj)?));
     }
     match span_of(obj, registry)? {
-        Some(id) => Ok(Parent::Explicit(id)),
-        None => Err(PyTypeError::new_err(format!(
+        SpanArg::Span(id) => Ok(Parent::Explicit(id)),
+        // A disabled span is nobody's parent: as tracing's `parent: None`.
+        SpanArg::Disabled => Ok(Parent::Root),
+        SpanArg::NotASpan => Err(PyTypeError::new_err(format!(
             "parent must be CURRENT, None, a span ID, a Span or a SpanRef, not {}",
             obj.get_type().name()?
         ))),
     }
 }
 
-/// The ID of a `Span` or `SpanRef` of the registry whose uid is `registry`;
-/// `None` for other types. A handle or view of another registry names none
-/// of this registry's spans.
-pub(crate) fn span_of(obj: &Bound<'_, PyAny>, registry: usize) -> PyResult<Option<Id>> {
+/// What a `Span` or `SpanRef` argument names.
+pub(crate) enum SpanArg {
+    /// A span of this registry.
+    Span(Id),
+    /// The disabled span.
+    Disabled,
+    /// The argument is neither a `Span` nor a `SpanRef`.
+    NotASpan,
+}
+
+/// The span a `Span` or `SpanRef` of the registry whose uid is `registry`
+/// names. A handle or view of another registry names none of this
+/// registry's spans: that is an error.
+pub(crate) fn span_of(obj: &Bound<'_, PyAny>, registry: usize) -> PyResult<SpanArg> {
     let (id, owner) = if let Ok(span) = obj.cast::<Span>() {
-        (span.get().id, span.get().registry_uid())
+        match (span.get().id(), span.get().registry_uid()) {
+            (Some(id), Some(owner)) => (id, owner),
+            _ => return Ok(SpanArg::Disabled),
+        }
     } else if let Ok(view) = obj.cast::<SpanRef>() {
         (view.get().id, view.get().registry_uid())
     } else {
-        return Ok(None);
+        return Ok(SpanArg::NotASpan);
     };
     if owner == registry {
-        Ok(Some(id))
+        Ok(SpanArg::Span(id))
     } else {
         Err(SpanNotFoundError::new_err(format!(
             "span {} belongs to another registry: a Span or SpanRef names a span only in the registry that made it",

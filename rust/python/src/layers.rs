@@ -15,6 +15,7 @@ use pykregistry_core::{Config, Hooks, Id, SpanData};
 use pyo3::prelude::*;
 use pyo3::BoundObject;
 
+use crate::ext::SpanExt;
 use crate::span_ref::SpanRef;
 
 /// The lifecycle steps a layer can hook.
@@ -139,14 +140,15 @@ impl Layers {
 }
 
 impl Hooks for Layers {
-    type Ext = ();
+    type Ext = SpanExt;
 
     fn on_close<C: Config + 'static>(
         &self,
         registry: &pykregistry_core::Registry<Self, C>,
         id: Id,
-        _: &SpanData<()>,
+        span: &SpanData<SpanExt>,
     ) {
+        span.ext().on_close();
         if !self.hooks(Step::Close) {
             return;
         }

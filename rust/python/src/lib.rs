@@ -2,10 +2,12 @@
 //! `pykregistry-core`. The public surface is curated in
 //! `pykregistry/__init__.py`.
 
+mod callsite;
 mod context;
 mod convert;
 mod errors;
 mod event;
+mod ext;
 mod layers;
 mod registry;
 mod span;
@@ -17,6 +19,8 @@ use pyo3::prelude::*;
 mod _native {
     use super::{convert, Bound, PyModule, PyModuleMethods, PyResult};
 
+    #[pymodule_export]
+    use crate::callsite::Callsite;
     #[pymodule_export]
     use crate::event::Event;
     #[pymodule_export]

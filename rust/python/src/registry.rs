@@ -1,10 +1,11 @@
 //! `pykregistry.Registry`: the integer-ID API of SPEC section 4.
 
-use pykregistry_core::{Attrs, Fields, Id, Level, Op, Parent};
+use pykregistry_core::{Attrs, Fields, Filter, Id, Level, Op, Parent};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use crate::callsite::Callsite;
 use crate::context::ContextStack;
 use crate::convert;
 use crate::errors::RegistryError;
@@ -22,14 +23,16 @@ pub(crate) type Core = pykregistry_core::Registry<Layers>;
 pub(crate) struct PyRegistry {
     pub(crate) core: Core,
     pub(crate) stack: ContextStack,
+    /// `None`: everything is enabled.
+    pub(crate) filter: Option<Filter>,
 }
 
 /// The keyword arguments shared by `new_span`, `span` and `event`.
-struct SpanArgs<'py> {
-    target: Option<Bound<'py, PyString>>,
-    level: Level,
-    parent: Option<Bound<'py, PyAny>>,
-    fields: Fields,
+pub(crate) struct SpanArgs<'py> {
+    pub(crate) target: Option<Bound<'py, PyString>>,
+    pub(crate) level: Level,
+    pub(crate) parent: Option<Bound<'py, PyAny>>,
+    pub(crate) fields: Fields,
 }
 
 /// Where the fields of a call come from.
@@ -112,6 +115,14 @@ fn caller_module(py: Python<'_>) -> Option<Bound<'_, PyString>> {
         .ok()
 }
 
+/// The ID a parent choice names, if any.
+fn parent_id(parent: Parent) -> Option<Id> {
+    match parent {
+        Parent::Root | Parent::Contextual(None) => None,
+        Parent::Contextual(Some(id)) | Parent::Explicit(id) => Some(id),
+    }
+}
+
 /// Releases a reference this crate holds (a handle's or a stack entry's).
 /// Layer failures during the close are reported by the layers; a core error
 /// here would be a bookkeeping bug.
@@ -122,42 +133,107 @@ pub(crate) fn release(core: &Core, id: Id) {
 }
 
 impl PyRegistry {
+    /// The span-directive level a new span or event under `parent` inherits.
+    fn scope_of(&self, parent: Option<Id>) -> Option<Level> {
+        self.core.get(parent?)?.ext().scope
+    }
+
+    /// Whether the filter lets a span or event through, and the scope level
+    /// a new span carries down its subtree. `span` is the name and fields of
+    /// a span (`None` for an event).
+    fn admit(
+        &self,
+        level: Level,
+        target: &str,
+        parent: Option<Id>,
+        span: Option<(&str, &Fields)>,
+    ) -> (bool, Option<Level>) {
+        let Some(filter) = &self.filter else {
+            return (true, None);
+        };
+        if !filter.has_span_directives() {
+            return (filter.enabled(level, target), None);
+        }
+        let inherited = self.scope_of(parent);
+        let matched = span.and_then(|(name, fields)| {
+            filter.span_match(target, name, |n| {
+                fields.iter().find(|(k, _)| &**k == n).map(|(_, v)| v)
+            })
+        });
+        let enabled = filter.enabled(level, target)
+            || inherited.is_some_and(|l| level <= l)
+            || matched.is_some_and(|l| level <= l);
+        (enabled, inherited.max(matched))
+    }
+
     /// Creates a span from parsed arguments; the caller owns its reference.
+    /// `None` when `filtered` and the filter turns it away (nothing is then
+    /// created). The integer-ID API creates unfiltered: it is the
+    /// `tracing-core`-shaped layer under the filters, as `Subscriber::new_span`
+    /// is only called once a call site is enabled; its callers ask `enabled()`.
     fn create(
         &self,
         py: Python<'_>,
         name: &Bound<'_, PyString>,
         args: SpanArgs<'_>,
-    ) -> PyResult<Id> {
+        filtered: bool,
+    ) -> PyResult<Option<Id>> {
         let parent = convert::parent(args.parent.as_ref(), self.core.uid(), || {
             self.stack.current(py)
         })?;
-        let target = match args.target {
-            Some(t) => Some(t),
-            None => caller_module(py),
+        let target = args.target.or_else(|| caller_module(py));
+        let target = match &target {
+            Some(t) => t.to_str()?,
+            None => "",
         };
+        let name = name.to_str()?;
+        let (enabled, scope) = self.admit(
+            args.level,
+            target,
+            parent_id(parent),
+            Some((name, &args.fields)),
+        );
+        if filtered && !enabled {
+            return Ok(None);
+        }
         let attrs = Attrs {
-            name: name.to_str()?,
-            target: match &target {
-                Some(t) => t.to_str()?,
-                None => "",
-            },
+            name,
+            target,
             level: args.level,
             metadata: None,
         };
         let fields = args.fields;
         let id = self
             .core
-            .new_span(&attrs, parent, move |f, ()| *f = fields)
+            .new_span(&attrs, parent, move |f, ext| {
+                *f = fields;
+                ext.start(scope);
+            })
             .map_err(RegistryError)?;
         self.core.hooks().dispatch(py, Step::NewSpan, || {
             Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
         });
-        Ok(id)
+        Ok(Some(id))
+    }
+
+    /// A handle on a new span, or the disabled span.
+    pub(crate) fn make_span<'py>(
+        slf: &Bound<'py, Self>,
+        name: &Bound<'py, PyString>,
+        args: SpanArgs<'py>,
+        filtered: bool,
+    ) -> PyResult<Bound<'py, Span>> {
+        match slf.get().create(slf.py(), name, args, filtered)? {
+            Some(id) => Bound::new(slf.py(), Span::new(slf.clone().unbind(), id)),
+            None => Span::disabled_span(slf.py()),
+        }
     }
 
     pub(crate) fn enter_id(&self, py: Python<'_>, id: Id) -> PyResult<()> {
         self.stack.enter(py, &self.core, id)?;
+        if let Some(span) = self.core.get(id) {
+            span.ext().on_enter();
+        }
         self.core.hooks().dispatch(py, Step::Enter, || {
             Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
         });
@@ -170,6 +246,9 @@ impl PyRegistry {
         // causes, and can still read the span.
         let removed = self.stack.exit(py, id)?;
         if removed.is_some() {
+            if let Some(span) = self.core.get(id) {
+                span.ext().on_exit();
+            }
             self.core.hooks().dispatch(py, Step::Exit, || {
                 Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
             });
@@ -213,11 +292,34 @@ impl PyRegistry {
 #[pymethods]
 impl PyRegistry {
     #[new]
-    #[pyo3(signature = (*, layers = None))]
-    fn new(py: Python<'_>, layers: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    #[pyo3(signature = (*, level = None, filter = None, layers = None))]
+    fn new(
+        py: Python<'_>,
+        level: Option<&Bound<'_, PyAny>>,
+        filter: Option<&str>,
+        layers: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let level = level.map(|l| -> PyResult<Option<Level>> {
+            if let Ok(s) = l.cast::<PyString>() {
+                if s.to_str()?.eq_ignore_ascii_case("off") {
+                    return Ok(None);
+                }
+            }
+            convert::level(l).map(Some)
+        });
+        let level = level.transpose()?;
+        let filter = match (filter, level) {
+            (Some(f), default) => Some(
+                Filter::parse(f, default)
+                    .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?,
+            ),
+            (None, Some(default)) => Some(Filter::from_level(default)),
+            (None, None) => None,
+        };
         let registry = PyRegistry {
             core: Core::with_hooks(Layers::default()),
             stack: ContextStack::new(py)?,
+            filter,
         };
         if let Some(layers) = layers {
             for layer in layers.try_iter()? {
@@ -225,6 +327,48 @@ impl PyRegistry {
             }
         }
         Ok(registry)
+    }
+
+    /// Whether the filter enables `level` for `target` (span directives
+    /// aside: they depend on the spans a call is made in).
+    #[pyo3(signature = (level, target = ""))]
+    fn enabled(&self, level: &Bound<'_, PyAny>, target: &str) -> PyResult<bool> {
+        let level = convert::level(level)?;
+        Ok(self
+            .filter
+            .as_ref()
+            .is_none_or(|f| f.enabled(level, target)))
+    }
+
+    /// A call site: name, target, level and field names fixed once, with
+    /// the filter's decision cached.
+    #[pyo3(signature = (name, /, *, target = None, level = None, fields = None))]
+    fn callsite(
+        slf: &Bound<'_, Self>,
+        name: &Bound<'_, PyString>,
+        target: Option<&Bound<'_, PyString>>,
+        level: Option<&Bound<'_, PyAny>>,
+        fields: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Callsite> {
+        Callsite::new(slf, name, target, level, fields)
+    }
+
+    /// `pykregistry.instrument(..., registry=self)`: see its documentation.
+    #[pyo3(signature = (*args, **kwargs))]
+    fn instrument<'py>(
+        slf: &Bound<'py, Self>,
+        args: &Bound<'py, pyo3::types::PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let kwargs = match kwargs {
+            Some(k) => k.copy()?,
+            None => PyDict::new(py),
+        };
+        kwargs.set_item("registry", slf)?;
+        py.import("pykregistry.instrument")?
+            .getattr("instrument")?
+            .call(args, Some(&kwargs))
     }
 
     /// Adds a layer; it sees every step from now on.
@@ -252,7 +396,8 @@ impl PyRegistry {
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<u64> {
         let args = SpanArgs::parse(kwargs, FieldsIn::Dict)?;
-        Ok(self.create(py, name, args)?.into_u64())
+        let id = self.create(py, name, args, false)?;
+        Ok(id.expect("unfiltered creation always creates").into_u64())
     }
 
     fn clone_span(&self, id: &Bound<'_, PyAny>) -> PyResult<u64> {
@@ -345,6 +490,9 @@ impl PyRegistry {
                 Some(t) => t.to_str()?.to_owned(),
                 None => caller_module(py).map(|t| t.to_string()).unwrap_or_default(),
             };
+            if !self.admit(args.level, &target, parent, None).0 {
+                return Ok(());
+            }
             let event = Event {
                 message: message.clone().unbind(),
                 level: args.level,
@@ -357,16 +505,16 @@ impl PyRegistry {
         Ok(())
     }
 
-    /// Creates a span and returns a handle owning its one reference.
+    /// Creates a span and returns a handle owning its one reference (or the
+    /// disabled span, if the filter turns it away).
     #[pyo3(signature = (name, /, **kwargs))]
-    fn span(
-        slf: &Bound<'_, Self>,
-        name: &Bound<'_, PyString>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Span> {
+    fn span<'py>(
+        slf: &Bound<'py, Self>,
+        name: &Bound<'py, PyString>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, Span>> {
         let args = SpanArgs::parse(kwargs, FieldsIn::Kwargs)?;
-        let id = slf.get().create(slf.py(), name, args)?;
-        Ok(Span::new(slf.clone().unbind(), id))
+        Self::make_span(slf, name, args, true)
     }
 
     fn __repr__(&self) -> String {

@@ -2,9 +2,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pykregistry_core::Id;
+use pykregistry_core::{Fields, Id, Value};
+use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyType};
 
 use crate::convert;
 use crate::errors::closed;
@@ -15,12 +17,18 @@ use crate::span_ref::SpanRef;
 ///
 /// `with registry.span(...) as s:` creates, enters, and at the end of the
 /// block exits and releases. A handle released by `close()` or garbage
-/// collected unreleased gives up its reference.
+/// collected unreleased gives up its reference. A span that a filter turned
+/// away is *disabled*: it has no ID, and everything on it does nothing.
 #[pyclass(name = "Span", module = "pykregistry", frozen)]
 pub(crate) struct Span {
-    registry: Py<PyRegistry>,
-    pub(crate) id: Id,
+    /// `None` for the disabled span.
+    live: Option<Handle>,
     closed: AtomicBool,
+}
+
+struct Handle {
+    registry: Py<PyRegistry>,
+    id: Id,
 }
 
 /// The context manager `Span.entered()` returns: enters on `__enter__`,
@@ -30,37 +38,58 @@ pub(crate) struct Entered {
     span: Py<Span>,
 }
 
+static DISABLED: PyOnceLock<Py<Span>> = PyOnceLock::new();
+
 // === impl Span ===
 
 impl Span {
     pub(crate) fn new(registry: Py<PyRegistry>, id: Id) -> Self {
         Span {
-            registry,
-            id,
+            live: Some(Handle { registry, id }),
             closed: AtomicBool::new(false),
         }
     }
 
-    fn registry(&self) -> &PyRegistry {
-        self.registry.get()
+    /// The one disabled span.
+    pub(crate) fn disabled_span(py: Python<'_>) -> PyResult<Bound<'_, Span>> {
+        let span = DISABLED.get_or_try_init(py, || {
+            Py::new(
+                py,
+                Span {
+                    live: None,
+                    closed: AtomicBool::new(true),
+                },
+            )
+        })?;
+        Ok(span.bind(py).clone())
     }
 
-    pub(crate) fn registry_uid(&self) -> usize {
-        self.registry().core.uid()
+    /// The span's ID and registry; `None` when disabled.
+    pub(crate) fn id(&self) -> Option<Id> {
+        self.live.as_ref().map(|h| h.id)
     }
 
-    fn check_open(&self, what: &str) -> PyResult<()> {
+    pub(crate) fn registry_uid(&self) -> Option<usize> {
+        self.live.as_ref().map(|h| h.registry.get().core.uid())
+    }
+
+    /// The live handle, or `SpanClosedError` once released. `None` when
+    /// disabled (every operation is then a no-op).
+    fn open(&self, what: &str) -> PyResult<Option<(&PyRegistry, Id)>> {
+        let Some(h) = &self.live else { return Ok(None) };
         if self.closed.load(Ordering::Acquire) {
-            Err(closed(self.id.into_u64(), what))
+            Err(closed(h.id.into_u64(), what))
         } else {
-            Ok(())
+            Ok(Some((h.registry.get(), h.id)))
         }
     }
 
     /// Releases this handle's reference, once.
     fn release(&self) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
-            release(&self.registry().core, self.id);
+        if let Some(h) = &self.live {
+            if !self.closed.swap(true, Ordering::AcqRel) {
+                release(&h.registry.get().core, h.id);
+            }
         }
     }
 }
@@ -71,60 +100,133 @@ impl Drop for Span {
     }
 }
 
+/// Records an exception that is leaving the span: `error=True`,
+/// `exception.type` and `exception.message`, with OpenTelemetry's names.
+/// Only `Exception` subclasses count: `GeneratorExit`, `KeyboardInterrupt`,
+/// `SystemExit` and `asyncio.CancelledError` are ways of stopping, not
+/// errors.
+fn record_exception(
+    py: Python<'_>,
+    registry: &PyRegistry,
+    id: Id,
+    ty: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let Ok(ty) = ty.cast::<PyType>() else {
+        return Ok(());
+    };
+    if !ty.is_subclass_of::<PyException>()? {
+        return Ok(());
+    }
+    let module = ty.module()?;
+    let qualname = ty.qualname()?;
+    let type_name = if module.to_str()? == "builtins" {
+        qualname.to_string()
+    } else {
+        format!("{module}.{qualname}")
+    };
+    let message = value
+        .str()
+        .map_or_else(|_| String::new(), |s| s.to_string());
+    let fields: Fields = vec![
+        ("error".into(), Value::Bool(true)),
+        ("exception.type".into(), Value::Str(type_name.into())),
+        ("exception.message".into(), Value::Str(message.into())),
+    ];
+    // The span may have closed meanwhile (its reference released by hand);
+    // then there is nothing to record on.
+    if registry.core.ref_count(id) > 0 {
+        registry.record_id(py, id, fields)?;
+    }
+    Ok(())
+}
+
+/// `__exit__`'s work: record an exception, then exit the span.
+fn leave(
+    py: Python<'_>,
+    registry: &PyRegistry,
+    id: Id,
+    ty: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let recorded = if ty.is_none() {
+        Ok(())
+    } else {
+        record_exception(py, registry, id, ty, value)
+    };
+    let exited = registry.exit_id(py, id);
+    recorded.and(exited)
+}
+
 #[pymethods]
 impl Span {
-    /// The span's ID.
-    #[getter]
-    fn id(&self) -> u64 {
-        self.id.into_u64()
+    /// The span's ID; `None` when disabled.
+    #[getter(id)]
+    fn py_id(&self) -> Option<u64> {
+        self.id().map(Id::into_u64)
     }
 
-    /// Whether this handle has been released.
+    /// Whether this handle has been released (always true when disabled).
     #[getter]
     fn closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// The registry this span belongs to.
+    /// Whether a filter turned this span away.
     #[getter]
-    fn registry_(&self, py: Python<'_>) -> Py<PyRegistry> {
-        self.registry.clone_ref(py)
+    fn disabled(&self) -> bool {
+        self.live.is_none()
     }
 
-    /// A read-only view of the span.
+    /// A read-only view of the span; `None` when disabled.
     #[getter]
     #[pyo3(name = "ref")]
-    fn view(&self) -> PyResult<SpanRef> {
-        self.check_open("the handle was closed")?;
-        Ok(SpanRef::new(self.registry().core.clone(), self.id))
+    fn view(&self) -> PyResult<Option<SpanRef>> {
+        Ok(self
+            .open("the handle was closed")?
+            .map(|(registry, id)| SpanRef::new(registry.core.clone(), id)))
     }
 
     #[pyo3(signature = (**fields))]
     fn record(&self, py: Python<'_>, fields: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-        self.check_open("cannot record on a closed handle")?;
+        let Some((registry, id)) = self.open("cannot record on a closed handle")? else {
+            return Ok(());
+        };
         let values = match fields {
             Some(f) => convert::fields_from_items(f.iter())?,
             None => Vec::new(),
         };
-        self.registry().record_id(py, self.id, values)
+        registry.record_id(py, id, values)
     }
 
     fn follows_from(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.check_open("cannot add follows_from to a closed handle")?;
-        let other = match convert::span_of(other, self.registry_uid())? {
-            Some(id) => id,
-            None => convert::span_id(other)?,
+        let Some((registry, id)) = self.open("cannot add follows_from to a closed handle")? else {
+            return Ok(());
         };
-        self.registry().follows_from_id(py, self.id, other)
+        let other = match convert::span_of(other, registry.core.uid())? {
+            convert::SpanArg::Span(id) => id,
+            // Following a disabled span records nothing.
+            convert::SpanArg::Disabled => return Ok(()),
+            convert::SpanArg::NotASpan => convert::span_id(other)?,
+        };
+        registry.follows_from_id(py, id, other)
     }
 
     /// A second handle on the same span (+1).
-    fn clone(&self, py: Python<'_>) -> PyResult<Span> {
-        self.check_open("cannot clone a closed handle")?;
-        let core = &self.registry().core;
-        core.clone_span(self.id)
+    fn clone(slf: &Bound<'_, Self>) -> PyResult<Py<Span>> {
+        let span = slf.get();
+        let Some((registry, id)) = span.open("cannot clone a closed handle")? else {
+            return Ok(slf.clone().unbind());
+        };
+        registry
+            .core
+            .clone_span(id)
             .map_err(crate::errors::RegistryError)?;
-        Ok(Span::new(self.registry.clone_ref(py), self.id))
+        let handle = span.live.as_ref().map(|h| h.registry.clone_ref(slf.py()));
+        Py::new(
+            slf.py(),
+            Span::new(handle.expect("open() found a live handle"), id),
+        )
     }
 
     /// Releases this handle's reference. A second call does nothing.
@@ -134,38 +236,43 @@ impl Span {
 
     /// A reusable context manager that enters and exits the span.
     fn entered(slf: &Bound<'_, Self>) -> PyResult<Entered> {
-        slf.get()
-            .check_open("cannot enter through a closed handle")?;
+        slf.get().open("cannot enter through a closed handle")?;
         Ok(Entered {
             span: slf.clone().unbind(),
         })
     }
 
     fn __enter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
-        let span = slf.get();
-        span.check_open("cannot enter through a closed handle")?;
-        span.registry().enter_id(slf.py(), span.id)?;
+        if let Some((registry, id)) = slf.get().open("cannot enter through a closed handle")? {
+            registry.enter_id(slf.py(), id)?;
+        }
         Ok(slf.clone())
     }
 
     fn __exit__(
         &self,
         py: Python<'_>,
-        _ty: &Bound<'_, PyAny>,
-        _value: &Bound<'_, PyAny>,
+        ty: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        let exited = self.registry().exit_id(py, self.id);
+        let Some(h) = &self.live else {
+            return Ok(false);
+        };
+        let left = leave(py, h.registry.get(), h.id, ty, value);
         self.release();
-        exited.map(|()| false)
+        left.map(|()| false)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let id = self.id.into_u64();
+        let Some(h) = &self.live else {
+            return "Span(disabled=True)".to_owned();
+        };
+        let id = h.id.into_u64();
         if self.closed() {
             return format!("Span(id={id}, closed=True)");
         }
-        match self.registry().core.get(self.id) {
+        match h.registry.get().core.get(h.id) {
             Some(span) => match span.parent_id() {
                 Some(p) => format!(
                     "Span(id={id}, name={}, parent={})",
@@ -188,22 +295,23 @@ impl Span {
 impl Entered {
     fn __enter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, Span>> {
         let span = self.span.bind(py);
-        let s = span.get();
-        s.check_open("cannot enter through a closed handle")?;
-        s.registry().enter_id(py, s.id)?;
+        if let Some((registry, id)) = span.get().open("cannot enter through a closed handle")? {
+            registry.enter_id(py, id)?;
+        }
         Ok(span.clone())
     }
 
     fn __exit__(
         &self,
         py: Python<'_>,
-        _ty: &Bound<'_, PyAny>,
-        _value: &Bound<'_, PyAny>,
+        ty: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        let s = self.span.get();
-        s.registry().exit_id(py, s.id)?;
-        Ok(false)
+        let Some(h) = &self.span.get().live else {
+            return Ok(false);
+        };
+        leave(py, h.registry.get(), h.id, ty, value).map(|()| false)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

@@ -84,6 +84,38 @@ impl SpanRef {
             .map(|p| SpanRef::new(self.core.clone(), p)))
     }
 
+    /// Wall-clock time the span was created, in ns since the epoch.
+    #[getter]
+    fn start_time_ns(&self) -> PyResult<u64> {
+        self.with(|s| s.ext().timings().start_time_ns)
+    }
+
+    /// Wall-clock time the span closed, in ns since the epoch; `None` while
+    /// it is live (layers' `on_close` already sees it).
+    #[getter]
+    fn end_time_ns(&self) -> PyResult<Option<u64>> {
+        self.with(|s| s.ext().timings().end_time_ns)
+    }
+
+    /// Time the span has been entered in some context, in ns (monotonic).
+    #[getter]
+    fn busy_ns(&self) -> PyResult<u64> {
+        self.with(|s| s.ext().timings().busy_ns)
+    }
+
+    /// Time the span has been live but entered nowhere, in ns (monotonic).
+    #[getter]
+    fn idle_ns(&self) -> PyResult<u64> {
+        self.with(|s| s.ext().timings().idle_ns)
+    }
+
+    /// A dict for layers and users to keep data with the span; dropped
+    /// when the span closes.
+    #[getter]
+    fn extensions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.with(|s| s.ext().extensions(py))
+    }
+
     /// The span's current reference count; 0 once it has closed.
     #[getter]
     fn ref_count(&self) -> usize {

@@ -1,0 +1,198 @@
+//! `pykregistry.Callsite`: metadata and the filter's decision fixed once, for
+//! hot paths.
+
+use pykregistry_core::Level;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+use crate::convert;
+use crate::registry::{PyRegistry, SpanArgs};
+use crate::span::Span;
+
+/// What the filter said about a call site, as `tracing-core`'s `Interest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interest {
+    /// Every span is enabled.
+    Always,
+    /// No span can be: `span()` returns the disabled span at once.
+    Never,
+    /// Span directives decide per call (by the spans it is made in).
+    Sometimes,
+}
+
+/// A call site: a span's name, target, level and field names, and the
+/// filter's decision, fixed when it is made. `callsite.span(**fields)` is the
+/// fastest way to make a span.
+#[pyclass(name = "Callsite", module = "pykregistry", frozen)]
+pub(crate) struct Callsite {
+    registry: Py<PyRegistry>,
+    name: Py<PyString>,
+    target: Py<PyString>,
+    level: Level,
+    fields: Vec<Py<PyString>>,
+    interest: Interest,
+}
+
+impl Callsite {
+    pub(crate) fn new(
+        registry: &Bound<'_, PyRegistry>,
+        name: &Bound<'_, PyString>,
+        target: Option<&Bound<'_, PyString>>,
+        level: Option<&Bound<'_, PyAny>>,
+        fields: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let py = registry.py();
+        let level = level
+            .map(convert::level)
+            .transpose()?
+            .unwrap_or(Level::Info);
+        let target = match target {
+            Some(t) => t.clone(),
+            None => PyString::new(py, ""),
+        };
+        let fields = match fields {
+            None => Vec::new(),
+            Some(f) if f.is_instance_of::<PyString>() => {
+                return Err(PyTypeError::new_err(
+                    "fields is a sequence of field names, not one str: fields=(\"sql\",)",
+                ))
+            }
+            Some(f) => f
+                .try_iter()?
+                .map(|n| {
+                    n?.cast_into::<PyString>()
+                        .map(Bound::unbind)
+                        .map_err(|_| PyTypeError::new_err("field names are str"))
+                })
+                .collect::<PyResult<_>>()?,
+        };
+        let interest = match &registry.get().filter {
+            None => Interest::Always,
+            Some(f) if f.enabled(level, target.to_str()?) => Interest::Always,
+            Some(f) if f.has_span_directives() => Interest::Sometimes,
+            Some(_) => Interest::Never,
+        };
+        Ok(Callsite {
+            registry: registry.clone().unbind(),
+            name: name.clone().unbind(),
+            target: target.unbind(),
+            level,
+            fields,
+            interest,
+        })
+    }
+}
+
+#[pymethods]
+impl Callsite {
+    #[new]
+    #[pyo3(signature = (name, /, *, target = None, level = None, fields = None, registry = None))]
+    fn py_new(
+        py: Python<'_>,
+        name: &Bound<'_, PyString>,
+        target: Option<&Bound<'_, PyString>>,
+        level: Option<&Bound<'_, PyAny>>,
+        fields: Option<&Bound<'_, PyAny>>,
+        registry: Option<&Bound<'_, PyRegistry>>,
+    ) -> PyResult<Self> {
+        if let Some(registry) = registry {
+            return Callsite::new(registry, name, target, level, fields);
+        }
+        let default = py
+            .import("pykregistry")?
+            .getattr("default_registry")?
+            .call0()?
+            .cast_into::<PyRegistry>()?;
+        Callsite::new(&default, name, target, level, fields)
+    }
+
+    /// A new span of this call site (the disabled span if filtered out).
+    /// Keywords are the declared fields, and `parent`.
+    #[pyo3(signature = (**kwargs))]
+    fn span<'py>(
+        &self,
+        py: Python<'py>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, Span>> {
+        if self.interest == Interest::Never {
+            return Span::disabled_span(py);
+        }
+        let mut parent = None;
+        let mut fields = Vec::new();
+        if let Some(kwargs) = kwargs {
+            for (key, value) in kwargs.iter() {
+                let key = key.cast_into::<PyString>()?;
+                if key.to_str()? == "parent" {
+                    parent = Some(value);
+                } else if self
+                    .fields
+                    .iter()
+                    .any(|f| f.bind(py).as_any().eq(&key).unwrap_or(false))
+                {
+                    fields.push((key.into_any(), value));
+                } else {
+                    return Err(PyTypeError::new_err(format!(
+                        "call site {} declares the fields {}; {} is not one of them",
+                        self.name.bind(py).repr()?,
+                        self.fields_tuple(py)?.repr()?,
+                        key.repr()?
+                    )));
+                }
+            }
+        }
+        let args = SpanArgs {
+            target: Some(self.target.bind(py).clone()),
+            level: self.level,
+            parent,
+            fields: convert::fields_from_items(fields)?,
+        };
+        PyRegistry::make_span(
+            self.registry.bind(py),
+            self.name.bind(py),
+            args,
+            self.interest != Interest::Always,
+        )
+    }
+
+    /// Whether spans of this call site can be enabled.
+    #[getter]
+    fn enabled(&self) -> bool {
+        self.interest != Interest::Never
+    }
+
+    #[getter]
+    fn name(&self, py: Python<'_>) -> Py<PyString> {
+        self.name.clone_ref(py)
+    }
+
+    #[getter]
+    fn target(&self, py: Python<'_>) -> Py<PyString> {
+        self.target.clone_ref(py)
+    }
+
+    #[getter]
+    fn level<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        convert::level_to_py(py, self.level)
+    }
+
+    #[getter]
+    fn fields_tuple<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.fields.iter().map(|f| f.bind(py)))
+    }
+
+    #[getter]
+    fn registry(&self, py: Python<'_>) -> Py<PyRegistry> {
+        self.registry.clone_ref(py)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "Callsite({}, target={}, level=Level.{}, fields={})",
+            self.name.bind(py).repr()?,
+            self.target.bind(py).repr()?,
+            self.level,
+            self.fields_tuple(py)?.repr()?
+        ))
+    }
+}
