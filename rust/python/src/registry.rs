@@ -353,7 +353,8 @@ impl PyRegistry {
         Callsite::new(slf, name, target, level, fields)
     }
 
-    /// `pykregistry.instrument(..., registry=self)`: see its documentation.
+    /// `pykregistry.instrument(..., registry=self)`: see its documentation
+    /// (`pykregistry/instrumentation.py`).
     #[pyo3(signature = (*args, **kwargs))]
     fn instrument<'py>(
         slf: &Bound<'py, Self>,
@@ -366,7 +367,7 @@ impl PyRegistry {
             None => PyDict::new(py),
         };
         kwargs.set_item("registry", slf)?;
-        py.import("pykregistry.instrument")?
+        py.import("pykregistry.instrumentation")?
             .getattr("instrument")?
             .call(args, Some(&kwargs))
     }
