@@ -18,6 +18,7 @@ mod registry;
 mod seat;
 mod stack;
 mod subscriber;
+mod sync;
 
 pub use error::{Error, Op};
 pub use field::{Fields, Value};

@@ -5,13 +5,14 @@ use std::cell::Cell;
 use std::fmt;
 use std::num::NonZeroU64;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{fence, AtomicBool, AtomicIsize, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{MutexGuard, PoisonError};
 
 use sharded_slab::{Clear, Config, DefaultConfig, Pool};
 use tracing_core::Metadata;
 
 use crate::field::{upsert, Fields, Value};
+use crate::sync::{fence, Arc, AtomicBool, AtomicIsize, AtomicUsize, Mutex, SlabSteps};
 use crate::{seat, Error, Level, Op};
 
 /// A span ID: an integer in `[1, 2**64)`.
@@ -120,6 +121,8 @@ struct Shared<H: Hooks, C: Config> {
     has_orphans: AtomicBool,
     hooks: H,
     uid: usize,
+    /// Marks slab operations for loom; empty otherwise.
+    slab_steps: SlabSteps,
 }
 
 /// The count of a span that has closed but whose slot may not be cleared
@@ -144,7 +147,7 @@ pub struct SpanData<X> {
     metadata: Option<&'static Metadata<'static>>,
     parent: Option<Id>,
     ref_count: AtomicUsize,
-    fields: Mutex<Fields>,
+    fields: std::sync::Mutex<Fields>,
     ext: X,
 }
 
@@ -247,7 +250,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
 
     /// A registry that calls `hooks` back, with slab configuration `C`.
     pub fn with_hooks(hooks: H) -> Self {
-        static NEXT_UID: AtomicUsize = AtomicUsize::new(1);
+        static NEXT_UID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
         Self {
             shared: Arc::new(Shared {
                 spans: Pool::new_with_config::<C>(),
@@ -256,6 +259,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
                 has_orphans: AtomicBool::new(false),
                 hooks,
                 uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+                slab_steps: SlabSteps::default(),
             }),
         }
     }
@@ -293,7 +297,10 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
                 e => e,
             })?),
         };
-        let created = seat::take::<C>().and_then(|()| guard_slab(|| self.shared.spans.create()));
+        let created = seat::take::<C>().and_then(|()| {
+            self.shared.slab_steps.write();
+            guard_slab(|| self.shared.spans.create())
+        });
         let mut slot = match created {
             Ok(Some(slot)) => slot,
             failed => {
@@ -309,7 +316,9 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         data.level = attrs.level;
         data.metadata = attrs.metadata;
         data.parent = parent;
-        *data.ref_count.get_mut() = 1;
+        // A fresh atomic rather than a store: the slot is exclusively ours,
+        // and under loom this also starts the count's history anew.
+        data.ref_count = AtomicUsize::new(1);
         init(
             data.fields
                 .get_mut()
@@ -437,9 +446,11 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     }
 
     fn slot(&self, id: Id) -> Option<sharded_slab::pool::Ref<'_, SpanData<H::Ext>, C>> {
+        let key = id.key()?;
+        self.shared.slab_steps.read();
         self.shared
             .spans
-            .get(id.key()?)
+            .get(key)
             .filter(|s| s.ref_count.load(Ordering::Acquire) != DEAD)
     }
 
@@ -489,7 +500,11 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     /// next span created by a thread with one.
     fn clear_slot(&self, key: usize) {
         if (seat::held() || seat::take::<C>().is_ok())
-            && guard_slab(|| self.shared.spans.clear(key)).is_ok()
+            && guard_slab(|| {
+                self.shared.slab_steps.write();
+                self.shared.spans.clear(key)
+            })
+            .is_ok()
         {
             return;
         }
@@ -527,7 +542,7 @@ fn guard_slab<R>(op: impl FnOnce() -> R) -> Result<R, Error> {
 /// This thread's stripe of the live-span count. Works at any time,
 /// including from thread-local destructors while the thread ends.
 fn live_stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     thread_local! {
         // Const-initialized and without a destructor: never torn down.
         static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
@@ -577,7 +592,7 @@ impl<X: Default> Default for SpanData<X> {
             metadata: None,
             parent: None,
             ref_count: AtomicUsize::new(0),
-            fields: Mutex::new(Vec::new()),
+            fields: std::sync::Mutex::new(Vec::new()),
             ext: X::default(),
         }
     }
