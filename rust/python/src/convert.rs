@@ -100,6 +100,18 @@ pub(crate) fn level_to_py(py: Python<'_>, level: Level) -> PyResult<Bound<'_, Py
     members.bind(py).get_item(level as usize - 1)
 }
 
+/// A `parent=` keyword as given; missing means `CURRENT` (a Python `None`
+/// is kept, and means "no parent").
+pub(crate) struct ParentArg<'py>(pub(crate) Option<Bound<'py, PyAny>>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for ParentArg<'py> {
+    type Error = PyErr;
+
+    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Ok(ParentArg(Some(obj.to_owned())))
+    }
+}
+
 /// A parent argument: `CURRENT`, `None`, an ID, or a `Span` or `SpanRef` of
 /// the registry whose uid is `registry`. `current` is called only for
 /// `CURRENT`.

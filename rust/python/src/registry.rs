@@ -7,7 +7,7 @@ use pyo3::types::{PyDict, PyString};
 
 use crate::callsite::Callsite;
 use crate::context::ContextStack;
-use crate::convert;
+use crate::convert::{self, ParentArg};
 use crate::errors::RegistryError;
 use crate::event::Event;
 use crate::layers::{Layers, Step};
@@ -35,64 +35,24 @@ pub(crate) struct SpanArgs<'py> {
     pub(crate) fields: Fields,
 }
 
-/// Where the fields of a call come from.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum FieldsIn {
-    /// Every keyword other than `target`, `level` and `parent` is a field.
-    Kwargs,
-    /// Only the `fields=` dict holds fields (`new_span`).
-    Dict,
-}
-
 impl<'py> SpanArgs<'py> {
-    fn parse(kwargs: Option<&Bound<'py, PyDict>>, fields_in: FieldsIn) -> PyResult<Self> {
-        let mut args = SpanArgs {
-            target: None,
-            level: Level::Info,
-            parent: None,
-            fields: Fields::new(),
-        };
-        let Some(kwargs) = kwargs else {
-            return Ok(args);
-        };
-        let mut fields = Vec::new();
-        for (key, value) in kwargs.iter() {
-            // Keyword names are always str.
-            match key.cast::<PyString>()?.to_str()? {
-                "target" => {
-                    args.target = Some(value.cast_into::<PyString>().map_err(|e| {
-                        PyTypeError::new_err(format!(
-                            "target must be a str, not {}",
-                            e.into_inner()
-                                .get_type()
-                                .name()
-                                .map(|n| n.to_string())
-                                .unwrap_or_default()
-                        ))
-                    })?);
-                }
-                "level" => args.level = convert::level(&value)?,
-                "parent" => args.parent = Some(value),
-                "fields" if fields_in == FieldsIn::Dict => {
-                    if !value.is_none() {
-                        let dict = value.cast::<PyDict>().map_err(|_| {
-                            PyTypeError::new_err("fields must be a dict of str to values")
-                        })?;
-                        args.fields = convert::fields_from_items(dict.iter())?;
-                    }
-                }
-                other if fields_in == FieldsIn::Dict => {
-                    return Err(PyTypeError::new_err(format!(
-                        "new_span() got an unexpected keyword argument {other:?} (pass fields as fields={{...}})"
-                    )));
-                }
-                _ => fields.push((key, value)),
-            }
-        }
-        if fields_in == FieldsIn::Kwargs {
-            args.fields = convert::fields_from_items(fields)?;
-        }
-        Ok(args)
+    /// The arguments as pyo3 extracted them: named keywords directly (no
+    /// dict is built unless there are fields).
+    fn new(
+        target: Option<Bound<'py, PyString>>,
+        level: Option<&Bound<'py, PyAny>>,
+        parent: ParentArg<'py>,
+        fields: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Self> {
+        Ok(SpanArgs {
+            target,
+            level: level.map_or(Ok(Level::Info), convert::level)?,
+            parent: parent.0,
+            fields: match fields {
+                Some(f) => convert::fields_from_items(f.iter())?,
+                None => Fields::new(),
+            },
+        })
     }
 }
 
@@ -178,14 +138,23 @@ impl PyRegistry {
         args: SpanArgs<'_>,
         filtered: bool,
     ) -> PyResult<Option<Id>> {
-        let parent = convert::parent(args.parent.as_ref(), self.core.uid(), || {
-            self.stack.current(py)
-        })?;
         let target = args.target.or_else(|| caller_module(py));
         let target = match &target {
             Some(t) => t.to_str()?,
             None => "",
         };
+        // The cheap, common refusal first: no parent lookup, no context read.
+        if filtered
+            && self
+                .filter
+                .as_ref()
+                .is_some_and(|f| !f.has_span_directives() && !f.enabled(args.level, target))
+        {
+            return Ok(None);
+        }
+        let parent = convert::parent(args.parent.as_ref(), self.core.uid(), || {
+            self.stack.current(py)
+        })?;
         let name = name.to_str()?;
         let (enabled, scope) = self.admit(
             args.level,
@@ -389,14 +358,23 @@ impl PyRegistry {
         self.core.hooks().errors()
     }
 
-    #[pyo3(signature = (name, /, **kwargs))]
-    fn new_span(
+    #[pyo3(signature = (name, /, *, target = None, level = None, parent = ParentArg(None), fields = None))]
+    fn new_span<'py>(
         &self,
-        py: Python<'_>,
-        name: &Bound<'_, PyString>,
-        kwargs: Option<&Bound<'_, PyDict>>,
+        py: Python<'py>,
+        name: &Bound<'py, PyString>,
+        target: Option<Bound<'py, PyString>>,
+        level: Option<&Bound<'py, PyAny>>,
+        parent: ParentArg<'py>,
+        fields: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<u64> {
-        let args = SpanArgs::parse(kwargs, FieldsIn::Dict)?;
+        let fields = match fields {
+            Some(f) if !f.is_none() => Some(f.cast::<PyDict>().map_err(|_| {
+                PyTypeError::new_err("fields must be a dict of str to values")
+            })?),
+            _ => None,
+        };
+        let args = SpanArgs::new(target, level, parent, fields)?;
         let id = self.create(py, name, args, false)?;
         Ok(id.expect("unfiltered creation always creates").into_u64())
     }
@@ -467,14 +445,17 @@ impl PyRegistry {
         self.follows_from_id(py, id, follows)
     }
 
-    #[pyo3(signature = (message, /, **kwargs))]
-    fn event(
+    #[pyo3(signature = (message, /, *, target = None, level = None, parent = ParentArg(None), **fields))]
+    fn event<'py>(
         &self,
-        py: Python<'_>,
-        message: &Bound<'_, PyString>,
-        kwargs: Option<&Bound<'_, PyDict>>,
+        py: Python<'py>,
+        message: &Bound<'py, PyString>,
+        target: Option<Bound<'py, PyString>>,
+        level: Option<&Bound<'py, PyAny>>,
+        parent: ParentArg<'py>,
+        fields: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<()> {
-        let args = SpanArgs::parse(kwargs, FieldsIn::Kwargs)?;
+        let args = SpanArgs::new(target, level, parent, fields)?;
         let parent = match convert::parent(args.parent.as_ref(), self.core.uid(), || {
             self.stack.current(py)
         })? {
@@ -508,13 +489,16 @@ impl PyRegistry {
 
     /// Creates a span and returns a handle owning its one reference (or the
     /// disabled span, if the filter turns it away).
-    #[pyo3(signature = (name, /, **kwargs))]
+    #[pyo3(signature = (name, /, *, target = None, level = None, parent = ParentArg(None), **fields))]
     fn span<'py>(
         slf: &Bound<'py, Self>,
         name: &Bound<'py, PyString>,
-        kwargs: Option<&Bound<'py, PyDict>>,
+        target: Option<Bound<'py, PyString>>,
+        level: Option<&Bound<'py, PyAny>>,
+        parent: ParentArg<'py>,
+        fields: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, Span>> {
-        let args = SpanArgs::parse(kwargs, FieldsIn::Kwargs)?;
+        let args = SpanArgs::new(target, level, parent, fields)?;
         Self::make_span(slf, name, args, true)
     }
 
