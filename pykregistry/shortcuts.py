@@ -1,0 +1,209 @@
+"""Module-level shortcuts on the default registry, in the words of
+``tracing``: ``info_span!`` is :func:`info_span`, ``warn!`` is :func:`warn`.
+
+    >>> import pykregistry
+    >>> with pykregistry.info_span("request", path="/"):
+    ...     pykregistry.debug("cache miss", key="user:1")
+    ...     pykregistry.current().name
+    'request'
+
+Each call uses :func:`pykregistry.default_registry`. As with
+``Registry.span``, ``target`` defaults to the calling module's ``__name__``.
+These are conveniences: on hot paths a :class:`~pykregistry.Callsite` is
+faster (its metadata and filter decision are fixed once).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+import pykregistry
+from pykregistry._native import CURRENT
+from pykregistry.level import Level
+
+if TYPE_CHECKING:
+    from pykregistry._native import Registry, Span, SpanRef, _ParentLike
+
+__all__ = [
+    "current",
+    "debug",
+    "debug_span",
+    "error",
+    "error_span",
+    "event",
+    "in_scope",
+    "info",
+    "info_span",
+    "span",
+    "trace",
+    "trace_span",
+    "warn",
+    "warn_span",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _default() -> Registry:
+    # Looked up per call: pykregistry/__init__.py imports this module before
+    # it defines default_registry().
+    return pykregistry.default_registry()
+
+
+def _caller_module() -> str:
+    """The ``__name__`` of the module that called the shortcut: the default
+    target, as ``Registry.span`` finds it for its own caller."""
+    name = sys._getframe(2).f_globals.get("__name__")
+    return name if isinstance(name, str) else ""
+
+
+# === spans ===
+
+
+def span(
+    name: str,
+    /,
+    *,
+    target: str | None = None,
+    level: Level | str | int = Level.INFO,
+    parent: _ParentLike = CURRENT,
+    **fields: object,
+) -> Span:
+    """A span on the default registry: ``Registry.span`` with the same
+    arguments. Use it as ``with span("name", key=value):``."""
+    if target is None:
+        target = _caller_module()
+    return _default().span(name, target=target, level=level, parent=parent, **fields)
+
+
+def trace_span(
+    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
+) -> Span:
+    """A ``TRACE`` span on the default registry (``tracing``'s ``trace_span!``)."""
+    if target is None:
+        target = _caller_module()
+    return _default().span(name, target=target, level=Level.TRACE, parent=parent, **fields)
+
+
+def debug_span(
+    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
+) -> Span:
+    """A ``DEBUG`` span on the default registry (``tracing``'s ``debug_span!``)."""
+    if target is None:
+        target = _caller_module()
+    return _default().span(name, target=target, level=Level.DEBUG, parent=parent, **fields)
+
+
+def info_span(
+    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
+) -> Span:
+    """An ``INFO`` span on the default registry (``tracing``'s ``info_span!``)."""
+    if target is None:
+        target = _caller_module()
+    return _default().span(name, target=target, level=Level.INFO, parent=parent, **fields)
+
+
+def warn_span(
+    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
+) -> Span:
+    """A ``WARN`` span on the default registry (``tracing``'s ``warn_span!``)."""
+    if target is None:
+        target = _caller_module()
+    return _default().span(name, target=target, level=Level.WARN, parent=parent, **fields)
+
+
+def error_span(
+    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
+) -> Span:
+    """An ``ERROR`` span on the default registry (``tracing``'s ``error_span!``)."""
+    if target is None:
+        target = _caller_module()
+    return _default().span(name, target=target, level=Level.ERROR, parent=parent, **fields)
+
+
+# === events ===
+
+
+def event(
+    message: str,
+    /,
+    *,
+    level: Level | str | int = Level.INFO,
+    target: str | None = None,
+    parent: _ParentLike = CURRENT,
+    **fields: object,
+) -> None:
+    """An event on the default registry: ``Registry.event`` with the same
+    arguments. Its parent is the current span unless ``parent`` says
+    otherwise."""
+    if target is None:
+        target = _caller_module()
+    _default().event(message, level=level, target=target, parent=parent, **fields)
+
+
+def trace(
+    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
+) -> None:
+    """A ``TRACE`` event on the default registry (``tracing``'s ``trace!``)."""
+    if target is None:
+        target = _caller_module()
+    _default().event(message, level=Level.TRACE, target=target, parent=parent, **fields)
+
+
+def debug(
+    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
+) -> None:
+    """A ``DEBUG`` event on the default registry (``tracing``'s ``debug!``)."""
+    if target is None:
+        target = _caller_module()
+    _default().event(message, level=Level.DEBUG, target=target, parent=parent, **fields)
+
+
+def info(
+    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
+) -> None:
+    """An ``INFO`` event on the default registry (``tracing``'s ``info!``)."""
+    if target is None:
+        target = _caller_module()
+    _default().event(message, level=Level.INFO, target=target, parent=parent, **fields)
+
+
+def warn(
+    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
+) -> None:
+    """A ``WARN`` event on the default registry (``tracing``'s ``warn!``)."""
+    if target is None:
+        target = _caller_module()
+    _default().event(message, level=Level.WARN, target=target, parent=parent, **fields)
+
+
+def error(
+    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
+) -> None:
+    """An ``ERROR`` event on the default registry (``tracing``'s ``error!``)."""
+    if target is None:
+        target = _caller_module()
+    _default().event(message, level=Level.ERROR, target=target, parent=parent, **fields)
+
+
+# === the current span ===
+
+
+def current(registry: Registry | None = None) -> SpanRef | None:
+    """A view of the calling thread's or task's current span on
+    ``registry`` (the default registry unless given), or ``None``."""
+    reg = registry if registry is not None else _default()
+    sid = reg.current_span()
+    return None if sid is None else reg.get(sid)
+
+
+def in_scope(span: Span, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+    """Calls ``fn(*args, **kwargs)`` with ``span`` entered, and returns what
+    it returns: ``tracing``'s ``Span::in_scope``. The span is entered for
+    the call only (``with span.entered():``); the handle stays open. An
+    exception leaving ``fn`` is recorded on the span and propagates."""
+    with span.entered():
+        return fn(*args, **kwargs)
