@@ -5,9 +5,9 @@ module is private. These stubs are written by hand and checked against the
 compiled module by ``python -m mypy.stubtest pykregistry._native``.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Final, Literal, TypeAlias, final, type_check_only
+from typing import Any, Final, Literal, TypeAlias, TypeVar, final, overload, type_check_only
 
 from typing_extensions import Self
 
@@ -16,6 +16,7 @@ from pykregistry.level import Level
 __all__ = [
     "CURRENT",
     "GENERATIONS",
+    "Callsite",
     "Entered",
     "Event",
     "Registry",
@@ -29,6 +30,8 @@ _LevelLike: TypeAlias = Level | str | int
 _ParentLike: TypeAlias = _Current | Span | SpanRef | int | None
 """Where a new span or event hangs: ``CURRENT``, ``None``, a live span's ID,
 or a ``Span``/``SpanRef`` of a live span."""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 @final
 @type_check_only
@@ -54,9 +57,71 @@ class Registry:
     the number of live spans.
     """
 
-    def __new__(cls, *, layers: Iterable[object] | None = None) -> Self:
-        """A new, empty registry, calling ``layers`` (in order) for every
-        lifecycle step."""
+    def __new__(
+        cls,
+        *,
+        level: _LevelLike | None = None,
+        filter: str | None = None,
+        layers: Iterable[object] | None = None,
+    ) -> Self:
+        """A new, empty registry.
+
+        ``level`` (a level, or ``"off"``) enables spans and events up to that
+        verbosity; ``filter`` is a ``tracing-subscriber`` EnvFilter-style
+        directive string (``"info,app.db=debug"``), with ``level`` as its
+        default. Without either, everything is enabled. ``layers`` are
+        called, in order, for every lifecycle step. A malformed filter
+        raises ``ValueError``.
+        """
+
+    def enabled(self, level: _LevelLike, target: str = "") -> bool:
+        """Whether the filter enables ``level`` for ``target`` (span
+        directives aside: they depend on the spans a call is made in)."""
+
+    def callsite(
+        self,
+        name: str,
+        /,
+        *,
+        target: str | None = None,
+        level: _LevelLike | None = None,
+        fields: Iterable[str] | None = None,
+    ) -> Callsite:
+        """A :class:`Callsite` of this registry: name, target, level and
+        field names fixed once, with the filter's decision cached."""
+
+    @overload
+    def instrument(
+        self,
+        func: _F,
+        /,
+        *,
+        name: str | None = None,
+        target: str | None = None,
+        level: _LevelLike = ...,
+        fields: Mapping[str, object] | None = None,
+        skip: Iterable[str] = (),
+        args: bool = True,
+        ret: bool = False,
+        err: bool = True,
+    ) -> _F: ...
+    @overload
+    def instrument(
+        self,
+        func: None = None,
+        /,
+        *,
+        name: str | None = None,
+        target: str | None = None,
+        level: _LevelLike = ...,
+        fields: Mapping[str, object] | None = None,
+        skip: Iterable[str] = (),
+        args: bool = True,
+        ret: bool = False,
+        err: bool = True,
+    ) -> Callable[[_F], _F]:
+        """:func:`pykregistry.instrument` with ``registry=self``: a span
+        around every call of the decorated function."""
 
     def add_layer(self, layer: object) -> None:
         """Adds a layer; it sees every step from now on.
@@ -82,8 +147,8 @@ class Registry:
         name: str,
         /,
         *,
-        target: str = ...,
-        level: _LevelLike = ...,
+        target: str | None = None,
+        level: _LevelLike | None = None,
         parent: _ParentLike = ...,
         fields: Mapping[str, object] | None = None,
     ) -> int:
@@ -152,8 +217,8 @@ class Registry:
         message: str,
         /,
         *,
-        level: _LevelLike = ...,
-        target: str = ...,
+        target: str | None = None,
+        level: _LevelLike | None = None,
         parent: _ParentLike = ...,
         **fields: object,
     ) -> None:
@@ -165,41 +230,47 @@ class Registry:
         name: str,
         /,
         *,
-        target: str = ...,
-        level: _LevelLike = ...,
+        target: str | None = None,
+        level: _LevelLike | None = None,
         parent: _ParentLike = ...,
         **fields: object,
     ) -> Span:
         """Creates a span and returns a :class:`Span` handle owning its one
         reference. Not entered: use it as ``with registry.span(...):`` to
         enter it for the block and release it at the end, or call
-        :meth:`Span.entered`."""
+        :meth:`Span.entered`. If the filter turns the span away, returns
+        the disabled span, on which everything does nothing."""
 
 @final
 class Span:
     """A handle on a span, owning exactly one reference to it.
 
     ``with registry.span(...) as s:`` creates, enters, and at the end of the
-    block exits and releases. :meth:`close` releases the handle's reference;
-    a handle garbage-collected unreleased releases it too.
+    block exits and releases; an exception leaving the block is recorded on
+    the span (``error=True``, ``exception.type``, ``exception.message``) and
+    propagates. :meth:`close` releases the handle's reference; a handle
+    garbage-collected unreleased releases it too.
+
+    A span that a filter turned away is *disabled*: it has no ID, and
+    everything on it does nothing.
     """
 
     @property
-    def id(self) -> int:
-        """The span's ID."""
+    def id(self) -> int | None:
+        """The span's ID; ``None`` when disabled."""
 
     @property
     def closed(self) -> bool:
         """Whether this handle has been released (by :meth:`close` or at the
-        end of its ``with`` block)."""
+        end of its ``with`` block). Always true when disabled."""
 
     @property
-    def registry_(self) -> Registry:
-        """The registry this span belongs to."""
+    def disabled(self) -> bool:
+        """Whether a filter turned this span away."""
 
     @property
-    def ref(self) -> SpanRef:
-        """A read-only view of the span. Raises
+    def ref(self) -> SpanRef | None:
+        """A read-only view of the span; ``None`` when disabled. Raises
         :class:`~pykregistry.SpanClosedError` once the handle is closed."""
 
     def record(self, **fields: object) -> None:
@@ -209,7 +280,8 @@ class Span:
         """Notes that this span follows from ``other``."""
 
     def clone(self) -> Span:
-        """A second handle on the same span, with a reference of its own."""
+        """A second handle on the same span, with a reference of its own
+        (the disabled span itself when disabled)."""
 
     def close(self) -> None:
         """Releases this handle's reference. A second call does nothing."""
@@ -228,8 +300,8 @@ class Span:
         tb: TracebackType | None,
         /,
     ) -> Literal[False]:
-        """Exits the span and releases this handle. Never swallows the
-        exception."""
+        """Records an exception leaving the block, exits the span and
+        releases this handle. Never swallows the exception."""
 
 @final
 class Entered:
@@ -246,7 +318,8 @@ class Entered:
         tb: TracebackType | None,
         /,
     ) -> Literal[False]:
-        """Exits the span. Never swallows the exception."""
+        """Records an exception leaving the block and exits the span. Never
+        swallows the exception."""
 
 @final
 class SpanRef:
@@ -286,6 +359,28 @@ class SpanRef:
     @property
     def parent(self) -> SpanRef | None:
         """A view of the parent, or ``None`` for a root."""
+
+    @property
+    def start_time_ns(self) -> int:
+        """Wall-clock time the span was created, in ns since the epoch."""
+
+    @property
+    def end_time_ns(self) -> int | None:
+        """Wall-clock time the span closed, in ns since the epoch; ``None``
+        while it is live (a layer's ``on_close`` already sees it)."""
+
+    @property
+    def busy_ns(self) -> int:
+        """Time the span has been entered in some context, in ns."""
+
+    @property
+    def idle_ns(self) -> int:
+        """Time the span has been live but entered nowhere, in ns."""
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        """A dict for layers and users to keep data with the span; dropped
+        when the span closes."""
 
     @property
     def ref_count(self) -> int:
@@ -331,3 +426,57 @@ class Event:
     @property
     def fields(self) -> dict[str, object]:
         """A copy of the event's fields."""
+
+@final
+class Callsite:
+    """A call site: a span's name, target, level and field names, and the
+    filter's decision, fixed when it is made. ``callsite.span(**fields)`` is
+    the fastest way to make a span; :func:`pykregistry.instrument` makes one
+    per decorated function.
+    """
+
+    def __new__(
+        cls,
+        name: str,
+        /,
+        *,
+        target: str | None = None,
+        level: _LevelLike | None = None,
+        fields: Iterable[str] | None = None,
+        registry: Registry | None = None,
+    ) -> Self:
+        """A call site of ``registry`` (by default
+        :func:`pykregistry.default_registry`). ``fields`` names the fields
+        its spans may take (a sequence of str, not one str); ``target``
+        defaults to ``""`` and ``level`` to ``Level.INFO``."""
+
+    def span(self, **fields: object) -> Span:
+        """A new span of this call site, not entered (the disabled span if
+        the filter turns it away). Keywords are the declared fields, and
+        ``parent`` (``CURRENT``, ``None``, an ID, a ``Span`` or a
+        ``SpanRef``, as for :meth:`Registry.span`); any other raises
+        ``TypeError``."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether spans of this call site can be enabled."""
+
+    @property
+    def name(self) -> str:
+        """The spans' name."""
+
+    @property
+    def target(self) -> str:
+        """The spans' target."""
+
+    @property
+    def level(self) -> Level:
+        """The spans' level."""
+
+    @property
+    def fields_tuple(self) -> tuple[str, ...]:
+        """The declared field names."""
+
+    @property
+    def registry(self) -> Registry:
+        """The registry the spans go to."""
