@@ -47,6 +47,17 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# The levels as plain ints (which every level argument accepts): converting
+# an int is cheaper than converting the enum member.
+_TRACE, _DEBUG, _INFO, _WARN, _ERROR = (
+    int(Level.TRACE),
+    int(Level.DEBUG),
+    int(Level.INFO),
+    int(Level.WARN),
+    int(Level.ERROR),
+)
+
+
 def _default() -> Registry:
     # Looked up per call: pykregistry/__init__.py imports this module before
     # it defines default_registry().
@@ -85,7 +96,7 @@ def trace_span(
     """A ``TRACE`` span on the default registry (``tracing``'s ``trace_span!``)."""
     if target is None:
         target = _caller_module()
-    return _default().span(name, target=target, level=Level.TRACE, parent=parent, **fields)
+    return _default().span(name, target=target, level=_TRACE, parent=parent, **fields)
 
 
 def debug_span(
@@ -94,7 +105,7 @@ def debug_span(
     """A ``DEBUG`` span on the default registry (``tracing``'s ``debug_span!``)."""
     if target is None:
         target = _caller_module()
-    return _default().span(name, target=target, level=Level.DEBUG, parent=parent, **fields)
+    return _default().span(name, target=target, level=_DEBUG, parent=parent, **fields)
 
 
 def info_span(
@@ -103,7 +114,7 @@ def info_span(
     """An ``INFO`` span on the default registry (``tracing``'s ``info_span!``)."""
     if target is None:
         target = _caller_module()
-    return _default().span(name, target=target, level=Level.INFO, parent=parent, **fields)
+    return _default().span(name, target=target, level=_INFO, parent=parent, **fields)
 
 
 def warn_span(
@@ -112,7 +123,7 @@ def warn_span(
     """A ``WARN`` span on the default registry (``tracing``'s ``warn_span!``)."""
     if target is None:
         target = _caller_module()
-    return _default().span(name, target=target, level=Level.WARN, parent=parent, **fields)
+    return _default().span(name, target=target, level=_WARN, parent=parent, **fields)
 
 
 def error_span(
@@ -121,7 +132,7 @@ def error_span(
     """An ``ERROR`` span on the default registry (``tracing``'s ``error_span!``)."""
     if target is None:
         target = _caller_module()
-    return _default().span(name, target=target, level=Level.ERROR, parent=parent, **fields)
+    return _default().span(name, target=target, level=_ERROR, parent=parent, **fields)
 
 
 # === events ===
@@ -150,7 +161,7 @@ def trace(
     """A ``TRACE`` event on the default registry (``tracing``'s ``trace!``)."""
     if target is None:
         target = _caller_module()
-    _default().event(message, level=Level.TRACE, target=target, parent=parent, **fields)
+    _default().event(message, level=_TRACE, target=target, parent=parent, **fields)
 
 
 def debug(
@@ -159,7 +170,7 @@ def debug(
     """A ``DEBUG`` event on the default registry (``tracing``'s ``debug!``)."""
     if target is None:
         target = _caller_module()
-    _default().event(message, level=Level.DEBUG, target=target, parent=parent, **fields)
+    _default().event(message, level=_DEBUG, target=target, parent=parent, **fields)
 
 
 def info(
@@ -168,7 +179,7 @@ def info(
     """An ``INFO`` event on the default registry (``tracing``'s ``info!``)."""
     if target is None:
         target = _caller_module()
-    _default().event(message, level=Level.INFO, target=target, parent=parent, **fields)
+    _default().event(message, level=_INFO, target=target, parent=parent, **fields)
 
 
 def warn(
@@ -177,7 +188,7 @@ def warn(
     """A ``WARN`` event on the default registry (``tracing``'s ``warn!``)."""
     if target is None:
         target = _caller_module()
-    _default().event(message, level=Level.WARN, target=target, parent=parent, **fields)
+    _default().event(message, level=_WARN, target=target, parent=parent, **fields)
 
 
 def error(
@@ -186,7 +197,7 @@ def error(
     """An ``ERROR`` event on the default registry (``tracing``'s ``error!``)."""
     if target is None:
         target = _caller_module()
-    _default().event(message, level=Level.ERROR, target=target, parent=parent, **fields)
+    _default().event(message, level=_ERROR, target=target, parent=parent, **fields)
 
 
 # === the current span ===
