@@ -182,8 +182,11 @@ def _decorate(func: Any, options: _Options) -> Any:
         return staticmethod(_decorate(func.__func__, options))
     if isinstance(func, classmethod):
         return classmethod(_decorate(func.__func__, options))
-    if not callable(func):
-        raise TypeError(f"instrument() wraps functions, not {type(func).__name__}")
+    if isinstance(func, type) or not callable(func):
+        raise TypeError(
+            f"instrument() wraps functions, not {type(func).__name__} {func!r}: "
+            "decorate the methods of a class rather than the class"
+        )
     plan = _Plan(func, options)
     wrapper: Callable[..., Any]
     if inspect.isasyncgenfunction(func):
@@ -223,10 +226,10 @@ class _Plan:
 
     def __init__(self, func: Callable[..., Any], options: _Options) -> None:
         self.registry = options.registry
-        self.name = options.name or getattr(func, "__qualname__", None) or repr(func)
-        self.target = (
-            options.target if options.target is not None else getattr(func, "__module__", "") or ""
-        )
+        named = _named(func)
+        self.name = options.name or getattr(named, "__qualname__", None) or type(named).__qualname__
+        module = getattr(named, "__module__", None)
+        self.target = options.target if options.target is not None else module or ""
         self.level = options.level
         self.fixed = options.fields
         self.ret = options.ret
@@ -311,6 +314,16 @@ class _Plan:
 
     def record_return(self, span: Span, value: object) -> None:
         span.record(**{_RETURN: value})
+
+
+def _named(func: Callable[..., Any]) -> Any:
+    """What gives a span its default name and target: the function a
+    :func:`functools.partial` wraps, the class of a callable object."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    if hasattr(func, "__qualname__"):
+        return func
+    return type(func)
 
 
 def _signature(func: Callable[..., Any]) -> inspect.Signature | None:

@@ -219,6 +219,8 @@ def test_instrument_mistakes_are_caught_at_decoration(reg: Registry) -> None:
         instrument(f, registry=reg, fields={"return": 1}, ret=True)
     with pytest.raises(TypeError, match="functions"):
         instrument(42)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="methods of a class"):
+        instrument(Service)
     # A fixed field may share an argument's name if the argument is skipped.
     instrument(f, registry=reg, skip=("user",), fields={"user": "x"})
 
@@ -945,11 +947,11 @@ def test_instrument_partial_and_callable_objects(reg: Registry, spans: Spans) ->
         def __call__(self, x: int) -> int:
             return 2 * x
 
-    add_one = instrument(functools.partial(add, 1), registry=reg, name="add_one")
-    double = instrument(Doubler(), registry=reg, name="double")
+    add_one = instrument(functools.partial(add, 1), registry=reg)
+    double = instrument(Doubler(), registry=reg)
     assert add_one(2) == 3
     assert double(4) == 8
-    assert [(s["name"], s["fields"]) for s in spans.closed] == [
-        ("add_one", {"b": 2}),
-        ("double", {"x": 4}),
+    assert [(s["name"], s["target"], s["fields"]) for s in spans.closed] == [
+        (add.__qualname__, __name__, {"b": 2}),  # named after the function it wraps
+        (Doubler.__qualname__, __name__, {"x": 4}),  # after its class
     ]
