@@ -115,6 +115,22 @@ def cases() -> dict[str, Callable[[], None]]:
         reg.exit(sid)
         reg.try_close(sid)
 
+    filtered = pykregistry.Registry(level="info")
+    trace_site = filtered.callsite("x", level="trace")
+    info_site = reg.callsite("x")
+
+    def p3_filtered_callsite() -> None:
+        with trace_site.span():
+            pass
+
+    def p3_filtered_span() -> None:
+        with filtered.span("x", level=pykregistry.Level.TRACE):
+            pass
+
+    def callsite_span() -> None:
+        with info_site.span():
+            pass
+
     def pure_python() -> None:
         with pure.span("x"):
             pass
@@ -125,6 +141,9 @@ def cases() -> dict[str, Callable[[], None]]:
         "P2 3 nested": p2_nested3,
         "enter/exit of a held span": enter_exit_only,
         "int API new/enter/exit/close": int_api,
+        "callsite.span()": callsite_span,
+        "P3 filtered out, callsite": p3_filtered_callsite,
+        "P3 filtered out, reg.span(level=)": p3_filtered_span,
         "pure-Python registry": pure_python,
     }
     try:
@@ -167,7 +186,9 @@ def main() -> None:
     per_span = bytes_per_live_span(lambda: reg.span("x"))
     pure = PurePythonRegistry()
     per_pure = bytes_per_live_span(lambda: pure.span("x"))
-    print(f"\nmemory per live span held by a handle: {per_span:.0f} B (pure-Python: {per_pure:.0f} B)")
+    print(
+        f"\nmemory per live span held by a handle: {per_span:.0f} B (pure-Python: {per_pure:.0f} B)"
+    )
 
 
 if __name__ == "__main__":

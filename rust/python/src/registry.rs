@@ -369,9 +369,10 @@ impl PyRegistry {
         fields: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<u64> {
         let fields = match fields {
-            Some(f) if !f.is_none() => Some(f.cast::<PyDict>().map_err(|_| {
-                PyTypeError::new_err("fields must be a dict of str to values")
-            })?),
+            Some(f) if !f.is_none() => Some(
+                f.cast::<PyDict>()
+                    .map_err(|_| PyTypeError::new_err("fields must be a dict of str to values"))?,
+            ),
             _ => None,
         };
         let args = SpanArgs::new(target, level, parent, fields)?;
