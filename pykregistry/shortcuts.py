@@ -58,17 +58,11 @@ _TRACE, _DEBUG, _INFO, _WARN, _ERROR = (
 )
 
 
-def _default() -> Registry:
-    # Looked up per call: pykregistry/__init__.py imports this module before
-    # it defines default_registry().
-    return pykregistry.default_registry()
-
-
-def _caller_module() -> str:
-    """The ``__name__`` of the module that called the shortcut: the default
-    target, as ``Registry.span`` finds it for its own caller."""
-    name = sys._getframe(2).f_globals.get("__name__")
-    return name if isinstance(name, str) else ""
+# Each shortcut looks up `pykregistry.default_registry()` per call (the
+# package imports this module before it defines that function) and finds its
+# caller's module with `sys._getframe(1)`: the default target, as
+# `Registry.span` finds it for its own caller. Both inline, as the calls
+# would cost as much as the lookups.
 
 
 # === spans ===
@@ -86,8 +80,10 @@ def span(
     """A span on the default registry: ``Registry.span`` with the same
     arguments. Use it as ``with span("name", key=value):``."""
     if target is None:
-        target = _caller_module()
-    return _default().span(name, target=target, level=level, parent=parent, **fields)
+        target = sys._getframe(1).f_globals.get("__name__", "")
+    return pykregistry.default_registry().span(
+        name, target=target, level=level, parent=parent, **fields
+    )
 
 
 def trace_span(
@@ -95,8 +91,10 @@ def trace_span(
 ) -> Span:
     """A ``TRACE`` span on the default registry (``tracing``'s ``trace_span!``)."""
     if target is None:
-        target = _caller_module()
-    return _default().span(name, target=target, level=_TRACE, parent=parent, **fields)
+        target = sys._getframe(1).f_globals.get("__name__", "")
+    return pykregistry.default_registry().span(
+        name, target=target, level=_TRACE, parent=parent, **fields
+    )
 
 
 def debug_span(
@@ -104,8 +102,10 @@ def debug_span(
 ) -> Span:
     """A ``DEBUG`` span on the default registry (``tracing``'s ``debug_span!``)."""
     if target is None:
-        target = _caller_module()
-    return _default().span(name, target=target, level=_DEBUG, parent=parent, **fields)
+        target = sys._getframe(1).f_globals.get("__name__", "")
+    return pykregistry.default_registry().span(
+        name, target=target, level=_DEBUG, parent=parent, **fields
+    )
 
 
 def info_span(
@@ -113,8 +113,10 @@ def info_span(
 ) -> Span:
     """An ``INFO`` span on the default registry (``tracing``'s ``info_span!``)."""
     if target is None:
-        target = _caller_module()
-    return _default().span(name, target=target, level=_INFO, parent=parent, **fields)
+        target = sys._getframe(1).f_globals.get("__name__", "")
+    return pykregistry.default_registry().span(
+        name, target=target, level=_INFO, parent=parent, **fields
+    )
 
 
 def warn_span(
@@ -122,8 +124,10 @@ def warn_span(
 ) -> Span:
     """A ``WARN`` span on the default registry (``tracing``'s ``warn_span!``)."""
     if target is None:
-        target = _caller_module()
-    return _default().span(name, target=target, level=_WARN, parent=parent, **fields)
+        target = sys._getframe(1).f_globals.get("__name__", "")
+    return pykregistry.default_registry().span(
+        name, target=target, level=_WARN, parent=parent, **fields
+    )
 
 
 def error_span(
@@ -131,8 +135,10 @@ def error_span(
 ) -> Span:
     """An ``ERROR`` span on the default registry (``tracing``'s ``error_span!``)."""
     if target is None:
-        target = _caller_module()
-    return _default().span(name, target=target, level=_ERROR, parent=parent, **fields)
+        target = sys._getframe(1).f_globals.get("__name__", "")
+    return pykregistry.default_registry().span(
+        name, target=target, level=_ERROR, parent=parent, **fields
+    )
 
 
 # === events ===
@@ -151,8 +157,10 @@ def event(
     arguments. Its parent is the current span unless ``parent`` says
     otherwise."""
     if target is None:
-        target = _caller_module()
-    _default().event(message, level=level, target=target, parent=parent, **fields)
+        target = sys._getframe(1).f_globals.get("__name__", "")
+    pykregistry.default_registry().event(
+        message, level=level, target=target, parent=parent, **fields
+    )
 
 
 def trace(
@@ -160,8 +168,10 @@ def trace(
 ) -> None:
     """A ``TRACE`` event on the default registry (``tracing``'s ``trace!``)."""
     if target is None:
-        target = _caller_module()
-    _default().event(message, level=_TRACE, target=target, parent=parent, **fields)
+        target = sys._getframe(1).f_globals.get("__name__", "")
+    pykregistry.default_registry().event(
+        message, level=_TRACE, target=target, parent=parent, **fields
+    )
 
 
 def debug(
@@ -169,8 +179,10 @@ def debug(
 ) -> None:
     """A ``DEBUG`` event on the default registry (``tracing``'s ``debug!``)."""
     if target is None:
-        target = _caller_module()
-    _default().event(message, level=_DEBUG, target=target, parent=parent, **fields)
+        target = sys._getframe(1).f_globals.get("__name__", "")
+    pykregistry.default_registry().event(
+        message, level=_DEBUG, target=target, parent=parent, **fields
+    )
 
 
 def info(
@@ -178,8 +190,10 @@ def info(
 ) -> None:
     """An ``INFO`` event on the default registry (``tracing``'s ``info!``)."""
     if target is None:
-        target = _caller_module()
-    _default().event(message, level=_INFO, target=target, parent=parent, **fields)
+        target = sys._getframe(1).f_globals.get("__name__", "")
+    pykregistry.default_registry().event(
+        message, level=_INFO, target=target, parent=parent, **fields
+    )
 
 
 def warn(
@@ -187,8 +201,10 @@ def warn(
 ) -> None:
     """A ``WARN`` event on the default registry (``tracing``'s ``warn!``)."""
     if target is None:
-        target = _caller_module()
-    _default().event(message, level=_WARN, target=target, parent=parent, **fields)
+        target = sys._getframe(1).f_globals.get("__name__", "")
+    pykregistry.default_registry().event(
+        message, level=_WARN, target=target, parent=parent, **fields
+    )
 
 
 def error(
@@ -196,8 +212,10 @@ def error(
 ) -> None:
     """An ``ERROR`` event on the default registry (``tracing``'s ``error!``)."""
     if target is None:
-        target = _caller_module()
-    _default().event(message, level=_ERROR, target=target, parent=parent, **fields)
+        target = sys._getframe(1).f_globals.get("__name__", "")
+    pykregistry.default_registry().event(
+        message, level=_ERROR, target=target, parent=parent, **fields
+    )
 
 
 # === the current span ===
@@ -206,7 +224,7 @@ def error(
 def current(registry: Registry | None = None) -> SpanRef | None:
     """A view of the calling thread's or task's current span on
     ``registry`` (the default registry unless given), or ``None``."""
-    reg = registry if registry is not None else _default()
+    reg = registry if registry is not None else pykregistry.default_registry()
     sid = reg.current_span()
     return None if sid is None else reg.get(sid)
 
