@@ -131,8 +131,10 @@ def instrument(
     The span's parent is the span current where the body starts running
     (for coroutines and generators, where they are first awaited or
     iterated). The metadata and the filter decision are fixed once per
-    decorated function, in a :class:`~pykregistry.Callsite`; a span a filter
-    turns away costs a disabled handle and the function still runs.
+    decorated function, in a :class:`~pykregistry.Callsite`. The function
+    always runs: when the filter can never enable its spans, calls go
+    straight to it; when a span directive may, a call the filter turns away
+    gets a disabled span (no ID, nothing recorded).
     """
     options = _Options(
         registry=registry,
@@ -208,8 +210,8 @@ class _Plan:
     decoration; the callsite is made at the first call."""
 
     __slots__ = (
-        "_callsite",
         "bare",
+        "enabled",
         "err",
         "extract",
         "field_names",
@@ -265,7 +267,9 @@ class _Plan:
                 f"instrument(ret=True) records the field {_RETURN!r}, which is already set"
             )
         self.field_names = (*self.recorded, *self.fixed, *((_RETURN,) if self.ret else ()))
-        self._callsite: Callsite | None = None
+        # Whether the callsite can make enabled spans; when it cannot, calls
+        # go straight to the function. Known once `build()` has run.
+        self.enabled = True
         # Both set by `build()`: `bare()` makes a span with the fixed fields
         # only; `extract(*args, **kwargs)` one with the arguments too (None
         # when no argument is recorded).
@@ -283,7 +287,6 @@ class _Plan:
             callsite = registry.callsite(
                 self.name, target=self.target, level=self.level, fields=self.field_names
             )
-            self._callsite = callsite
             fixed_plain = {k: v for k, v in self.fixed.items() if k not in _RESERVED}
             fixed_late = {k: v for k, v in self.fixed.items() if k in _RESERVED}
             bare: Callable[[], Span]
@@ -297,12 +300,14 @@ class _Plan:
                 self.extract = _extractor(
                     self.name, self.params, self.recorded, callsite, fixed_plain, fixed_late
                 ) or (lambda *args, **kwargs: bare())
+            self.enabled = callsite.enabled
             self.bare = bare
         return self.extract, self.bare
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Span:
-        """A span for one call (not entered)."""
-        extract, bare = self.build()
+        """A span for one call (not entered). ``build()`` has run."""
+        extract, bare = self.extract, self.bare
+        assert bare is not None
         if extract is None:
             return bare()
         try:
@@ -417,27 +422,40 @@ def _leave(entered: Span | Entered, exc: BaseException, err: bool) -> None:
 # === wrappers, by kind ===
 
 
+def _unbuilt(*args: Any, **kwargs: Any) -> Span:
+    """Stands for a span maker until the first call builds it."""
+    raise AssertionError("instrument: span maker used before it was built")
+
+
 def _function(func: Callable[..., Any], plan: _Plan) -> Callable[..., Any]:
     if plan.ret or not plan.err:
         return _function_general(func, plan)
-    extract: Callable[..., Span] | None = None
-    bare: Callable[[], Span] | None = None
+    # Set at the first call (`on`: whether spans can be enabled at all).
+    on: bool | None = None
+    extract: Callable[..., Span] = _unbuilt
+    bare: Callable[[], Span] = _unbuilt
     if not plan.recorded:
 
         def instrumented(*args: Any, **kwargs: Any) -> Any:
-            nonlocal bare
-            if bare is None:
+            nonlocal on, bare
+            if on is None:
                 bare = plan.build()[1]
+                on = plan.enabled
+            if not on:
+                return func(*args, **kwargs)
             with bare():
                 return func(*args, **kwargs)
 
         return instrumented
 
     def instrumented_args(*args: Any, **kwargs: Any) -> Any:
-        nonlocal extract, bare
-        if extract is None or bare is None:
-            extract, bare = plan.build()
-            assert extract is not None
+        nonlocal on, extract, bare
+        if on is None:
+            built, bare = plan.build()
+            extract = built or _unbuilt
+            on = plan.enabled
+        if not on:
+            return func(*args, **kwargs)
         try:
             span = extract(*args, **kwargs)
         except TypeError:
@@ -452,6 +470,9 @@ def _function_general(func: Callable[..., Any], plan: _Plan) -> Callable[..., An
     ret, err = plan.ret, plan.err
 
     def instrumented(*args: Any, **kwargs: Any) -> Any:
+        plan.build()
+        if not plan.enabled:
+            return func(*args, **kwargs)
         span = plan.start(args, kwargs)
         span.__enter__()
         try:
@@ -474,12 +495,18 @@ def _coroutine(func: Callable[..., Any], plan: _Plan) -> Callable[..., Any]:
     if err and not ret:
 
         async def instrumented(*args: Any, **kwargs: Any) -> Any:
+            plan.build()
+            if not plan.enabled:
+                return await func(*args, **kwargs)
             with plan.start(args, kwargs):
                 return await func(*args, **kwargs)
 
         return instrumented
 
     async def instrumented_general(*args: Any, **kwargs: Any) -> Any:
+        plan.build()
+        if not plan.enabled:
+            return await func(*args, **kwargs)
         span = plan.start(args, kwargs)
         span.__enter__()
         try:
@@ -506,6 +533,9 @@ def _generator(
     err, ret = plan.err, plan.ret
 
     def instrumented(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+        plan.build()
+        if not plan.enabled:
+            return (yield from func(*args, **kwargs))
         span = plan.start(args, kwargs)
         try:
             entered = span.entered()
@@ -559,6 +589,9 @@ def _async_generator(
     err = plan.err
 
     async def instrumented(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+        # No shortcut when disabled (there is no `yield from` for async
+        # generators): the disabled span makes entering and exiting no-ops.
+        plan.build()
         span = plan.start(args, kwargs)
         try:
             entered = span.entered()

@@ -855,9 +855,36 @@ def test_instrument_filtered_out_still_runs(spans: Spans) -> None:
     def fail() -> None:
         raise AppError("still raised")
 
+    @instrument(registry=reg, target="app.web", level="info", ret=True)
+    def echo() -> Generator[object, object, str]:
+        got = yield "first"
+        try:
+            got = yield got
+        except KeyError:
+            got = yield "caught"
+        return f"last {got}"
+
+    @instrument(registry=reg, target="app.web", level="info")
+    async def aecho() -> AsyncIterator[object]:
+        got = yield "first"
+        yield got
+
     assert query() == query.__qualname__
     assert handler(1) is None  # disabled: no span, the function runs
     assert list(rows()) == [1, 2]
+    gen = echo()  # send, throw and the return value still pass through
+    assert next(gen) == "first"
+    assert gen.send("x") == "x"
+    assert gen.throw(KeyError("k")) == "caught"
+    with pytest.raises(StopIteration) as stop:
+        gen.send("y")
+    assert stop.value.value == "last y"
+
+    async def drive() -> list[object]:
+        agen: Any = aecho()
+        return [await agen.asend(None), await agen.asend("sent"), await agen.aclose()]
+
+    assert asyncio.run(drive()) == ["first", "sent", None]
     assert asyncio.run(fetch()) == 5
     with pytest.raises(AppError):
         fail()
