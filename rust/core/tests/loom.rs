@@ -1,18 +1,22 @@
 //! Loom models of the races the reference-count and close protocol must win
-//! (SPEC R3, R4, R2 with an explicit parent, R1 slot reuse). Loom runs each
-//! model under every interleaving of its threads' synchronizing operations,
-//! up to a preemption bound, with the C11 memory model's weak orderings.
+//! (SPEC R3, R4, R2 with an explicit or contextual parent, R1 slot reuse).
+//! Loom runs each model under every interleaving of its threads'
+//! synchronizing operations, up to a preemption bound, with the C11 memory
+//! model's weak orderings. Each model also checks that the interleavings it
+//! explored reached every outcome of its race.
 //!
 //! Built only with `--cfg loom`, in release mode:
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
-//!     LOOM_MAX_PREEMPTIONS=3 \
-//!     cargo test -p pykregistry-core --test loom --release
+//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=3 \
+//!     cargo test -p pykregistry-core --test loom --release -- --test-threads=1 --nocapture
 //! ```
 //!
-//! (`CARGO_TARGET_DIR` keeps the loom build from invalidating the normal
-//! one; `LOOM_MAX_PREEMPTIONS` defaults to 3 here when unset.)
+//! `CARGO_TARGET_DIR` keeps the loom build from invalidating the normal one;
+//! `LOOM_MAX_PREEMPTIONS` defaults to 3 here when unset (under a second for
+//! all models); `LOOM_MAX_PREEMPTIONS=100` makes every model exhaustive
+//! (about 20 s, nearly all of it the three-thread model); `--nocapture`
+//! prints each model's interleavings, outcomes and time.
 //!
 //! # What loom sees, and what it does not
 //!
@@ -24,11 +28,17 @@
 //! sharded-slab, so enabling `sharded-slab/loom` makes a dependency cycle
 //! that Cargo rejects. The slab therefore runs on std atomics, and since
 //! loom runs its threads on one OS thread, each slab call (create, get,
-//! clear, dropping a view) is one indivisible step in every model, and all
-//! model threads are one slab thread (one shard, one seat). The models thus
-//! check our protocol over a linearizable slab; the slab's internal
-//! orderings are sharded-slab's own loom suite's business (its
-//! `src/tests/loom_*.rs`).
+//! clear) is one indivisible step, and all model threads are one slab
+//! thread (one shard, one seat: the seat counter stays std's, and the
+//! orphan path for threads without a seat is not reached). A relaxed loom
+//! step taken before each slab call (`SlabSteps` in `src/sync.rs`) tells
+//! loom which calls conflict, so it orders lookups against clears and
+//! creations both ways. Dropping a view, which may clear a slot whose span
+//! closed under it, is not such a step. The models thus check our protocol
+//! over a linearizable slab; the slab's internal orderings are
+//! sharded-slab's own loom suite's business (its `src/tests/loom_*.rs`), and
+//! a span's plain fields (name, parent) are not loom cells, so a missing
+//! fence before reading them would go unseen.
 #![cfg(loom)]
 
 mod common;
