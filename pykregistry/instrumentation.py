@@ -468,6 +468,18 @@ def _function(func: Callable[..., Any], plan: _Plan) -> Callable[..., Any]:
 
 def _function_general(func: Callable[..., Any], plan: _Plan) -> Callable[..., Any]:
     ret, err = plan.ret, plan.err
+    if err:  # so ret: a `with` records the exception
+
+        def instrumented_ret(*args: Any, **kwargs: Any) -> Any:
+            plan.build()
+            if not plan.enabled:
+                return func(*args, **kwargs)
+            with plan.start(args, kwargs) as span:
+                result = func(*args, **kwargs)
+                span.record(**{_RETURN: result})
+                return result
+
+        return instrumented_ret
 
     def instrumented(*args: Any, **kwargs: Any) -> Any:
         plan.build()
