@@ -125,11 +125,10 @@ impl Callsite {
                 let key = key.cast_into::<PyString>()?;
                 if key.to_str()? == "parent" {
                     parent = Some(value);
-                } else if self
-                    .fields
-                    .iter()
-                    .any(|f| f.bind(py).as_any().eq(&key).unwrap_or(false))
-                {
+                } else if self.fields.iter().any(|f| {
+                    // Keyword names are usually the interned declared names.
+                    f.bind(py).is(&key) || f.bind(py).as_any().eq(&key).unwrap_or(false)
+                }) {
                     fields.push((key.into_any(), value));
                 } else {
                     return Err(PyTypeError::new_err(format!(

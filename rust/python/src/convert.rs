@@ -59,6 +59,14 @@ pub(crate) fn lookup_id(obj: &Bound<'_, PyAny>) -> PyResult<Option<Id>> {
 
 /// A level from a `Level`, an int 1..=5 or a case-insensitive name.
 pub(crate) fn level(obj: &Bound<'_, PyAny>) -> PyResult<Level> {
+    // The `Level` members themselves, by identity: the common case.
+    if let Some(members) = LEVELS.get(obj.py()) {
+        for (member, level) in members.bind(obj.py()).iter().zip(Level::ALL) {
+            if member.is(obj) {
+                return Ok(level);
+            }
+        }
+    }
     if let Ok(s) = obj.cast::<PyString>() {
         let name = s.to_str()?;
         return Level::from_name(name).ok_or_else(|| {

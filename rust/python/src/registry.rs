@@ -457,9 +457,17 @@ impl PyRegistry {
         fields: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<()> {
         let args = SpanArgs::new(target, level, parent, fields)?;
-        let parent = match convert::parent(args.parent.as_ref(), self.core.uid(), || {
-            self.stack.current(py)
-        })? {
+        // Without a layer to see it, an event only checks its arguments: no
+        // context read, no caller lookup, no filter.
+        let wanted = self.core.hooks().hooks(Step::Event);
+        let current = || {
+            if wanted {
+                self.stack.current(py)
+            } else {
+                Ok(None)
+            }
+        };
+        let parent = match convert::parent(args.parent.as_ref(), self.core.uid(), current)? {
             Parent::Root | Parent::Contextual(None) => None,
             Parent::Contextual(Some(id)) => Some(id),
             Parent::Explicit(id) => {
