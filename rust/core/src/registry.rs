@@ -8,6 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, PoisonError};
 
+use compact_str::CompactString;
 use sharded_slab::{Clear, Config, DefaultConfig, Pool};
 use tracing_core::Metadata;
 
@@ -141,8 +142,9 @@ const LIVE_STRIPES: usize = 16;
 /// impls are load-bearing (they drop fields and extensions, and keep only
 /// string and vector capacity).
 pub struct SpanData<X> {
-    name: String,
-    target: String,
+    /// Inline up to 24 bytes, so most names and targets cost no allocation.
+    name: CompactString,
+    target: CompactString,
     level: Level,
     metadata: Option<&'static Metadata<'static>>,
     parent: Option<Id>,
@@ -586,8 +588,8 @@ const fn generation_len<C: Config>() -> u32 {
 impl<X: Default> Default for SpanData<X> {
     fn default() -> Self {
         Self {
-            name: String::new(),
-            target: String::new(),
+            name: CompactString::const_new(""),
+            target: CompactString::const_new(""),
             level: Level::default(),
             metadata: None,
             parent: None,
@@ -736,5 +738,16 @@ impl<'a, H: Hooks, C: Config + 'static> Iterator for Scope<'a, H, C> {
 impl<H: Hooks, C: Config> fmt::Debug for Scope<'_, H, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scope").field("next", &self.next).finish()
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// What a slot costs: printed so memory work has a number to start from.
+    #[test]
+    fn span_data_size() {
+        let size = std::mem::size_of::<super::SpanData<()>>();
+        println!("SpanData<()> = {size} bytes");
+        assert!(size <= 128, "SpanData grew to {size} bytes");
     }
 }
