@@ -6,8 +6,10 @@
 //! - `warn` — everything at `WARN` and less verbose;
 //! - `app.db=debug` — targets starting with `app.db` up to `DEBUG`;
 //! - `app.db` — a bare target enables all its levels;
-//! - `[request]=trace` — spans named `request` are enabled, and everything
-//!   inside them (their descendants, and events in them) up to `TRACE`;
+//! - `[request]=trace` — spans named `request` are enabled (at any level, as
+//!   `EnvFilter` enables spans a span directive matches, since they take part
+//!   in filtering), and everything inside a `request` span (its descendants,
+//!   and events in it) up to `TRACE`;
 //! - `[{user=42}]=debug`, `app[request{path="/"}]=debug` — the same, for
 //!   spans with those field values (and target);
 //! - level `off` disables.
@@ -133,6 +135,12 @@ impl Filter {
             },
         };
         let selector = selector.trim();
+        if selector
+            .char_indices()
+            .any(|(i, c)| c == '=' && !inside_braces(selector, i))
+        {
+            return Err("more than one '=' outside field matches");
+        }
         match selector.find('[') {
             None => {
                 if selector.contains(['{', '}', ']']) {
@@ -389,7 +397,14 @@ mod tests {
 
     #[test]
     fn bad_directives_are_errors() {
-        for bad in ["app=loud", "[request=info", "[a{b=1]=info", "app]=info"] {
+        for bad in [
+            "app=loud",
+            "[request=info",
+            "[a{b=1]=info",
+            "app]=info",
+            "app=info=debug",
+            "app==debug",
+        ] {
             assert!(Filter::parse(bad, None).is_err(), "{bad}");
         }
         let e = Filter::parse("x=nope", None).unwrap_err();

@@ -120,9 +120,13 @@ impl PyRegistry {
                 fields.iter().find(|(k, _)| &**k == n).map(|(_, v)| v)
             })
         });
+        // As `EnvFilter`, a span a span directive matches is enabled at any
+        // level, since it takes part in filtering. Unlike `EnvFilter`, which
+        // must decide per call site before it sees values, the fields are
+        // known here: a span whose fields do not match is not enabled.
         let enabled = filter.enabled(level, target)
             || inherited.is_some_and(|l| level <= l)
-            || matched.is_some_and(|l| level <= l);
+            || matched.is_some();
         (enabled, inherited.max(matched))
     }
 
