@@ -5,6 +5,8 @@
 #   make install   build the native module in place (editable) + test/lint tools
 #   make test      install, then cargo test --workspace and pytest
 #   make lint      install, then rustfmt, clippy, ruff, mypy and stubtest
+#   make proofs    loom models of the core's races, and miri over the core's tests
+#   make long      the slow runs: long hypothesis profile, 10k proptest cases, 10M cycles, exhaustive loom
 #   make demo      install, then python -m pykregistry demo
 #   make bench     install, then the benchmark table (tests/benchmarks/bench.py)
 
@@ -15,7 +17,7 @@ CARGO ?= cargo
 export PYO3_PYTHON ?= $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-rust test-python lint demo bench \
+.PHONY: help install test test-rust test-python lint demo bench proofs test-loom test-miri long \
 	lint-rustfmt lint-clippy lint-ruff lint-ruff-format lint-mypy lint-stubtest
 
 help:
@@ -65,3 +67,36 @@ bench: install
 	else \
 		echo "no benchmark yet: tests/benchmarks/bench.py does not exist"; \
 	fi
+
+# Loom swaps the core's atomics for its own (rust/core/src/sync.rs). RUSTFLAGS
+# replaces the pyo3 flags of .cargo/config.toml, hence a target dir of its own.
+LOOM_MAX_PREEMPTIONS ?= 3
+test-loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=$(LOOM_MAX_PREEMPTIONS) \
+		$(CARGO) test -p pykregistry-core --test loom --release -- --test-threads=1
+
+# Miri runs the core's tests less those whose loops of thousands of
+# operations take minutes under it (they run natively in test-rust).
+MIRI_SKIP := \
+	--skip r1_ids_are_nonzero_and_unique_among_live_spans \
+	--skip r1_id_recurs_after_exactly_generations_reuses_of_a_slot \
+	--skip r7_random_ids_never_panic_nor_touch_live_spans --skip r9_len_counts_live_spans \
+	--skip r4_chain_of_1_000_000 --skip r4_parent_of_10_000_children \
+	--skip r4_closing_many_trees --skip registries_agree
+test-miri:
+	@rustup +nightly component add miri rust-src >/dev/null 2>&1 || true
+	@if $(CARGO) +nightly miri --version >/dev/null 2>&1; then \
+		MIRIFLAGS=-Zmiri-disable-isolation $(CARGO) +nightly miri test -p pykregistry-core \
+			--lib --test rules --test close --test subscriber --test differential -- $(MIRI_SKIP); \
+	else \
+		echo "miri: this machine's nightly toolchain has no miri and cannot fetch it; not run"; \
+	fi
+
+proofs: test-loom test-miri
+
+long: install
+	PROPTEST_CASES=10000 $(CARGO) test -p pykregistry-core --release --test model --test differential
+	$(CARGO) test -p pykregistry-core --release --test scale -- --include-ignored --nocapture
+	$(MAKE) test-loom LOOM_MAX_PREEMPTIONS=100
+	HYPOTHESIS_PROFILE=long $(PYTHON) -m pytest -p no:timeout
+	@if [ -f tests/benchmarks/rss_cycles.py ]; then $(PYTHON) tests/benchmarks/rss_cycles.py; fi
