@@ -93,6 +93,7 @@ __all__ = [
     "assert_matches_model",
     "assert_no_leaks",
     "leak_report",
+    "model_mismatches",
     "perform_step",
     "predict_step",
     "random_program",
@@ -307,32 +308,53 @@ def assert_matches_model(
 
     With `spans`, checks only those spans' counts and parents, and not
     ``len`` (for a model of part of what a registry holds, such as one
-    thread's own spans). Raises AssertionError saying what differs.
+    thread's own spans). Raises one AssertionError saying all that differs,
+    with a report of the live spans the model does not know.
     """
+    problems = model_mismatches(registry, model, spans=spans, baseline=baseline)
+    if problems:
+        raise AssertionError("\n".join(problems))
+
+
+def model_mismatches(
+    registry: Registry,
+    model: RegistryModel,
+    *,
+    spans: Iterable[ModelSpan] | None = None,
+    baseline: int = 0,
+) -> list[str]:
+    """What :func:`assert_matches_model` would report, as a list of lines
+    (empty when the registry agrees with the model)."""
+    problems = []
     counts = model.counts()
     checked = model.spans if spans is None else list(spans)
     actual = {s: registry.ref_count(s.id) for s in checked}
     expected = {s: counts.get(s, 0) for s in checked}
-    assert actual == expected, f"ref counts: registry {actual}, model {expected}"
+    if actual != expected:
+        problems.append(f"ref counts: registry {actual}, model {expected}")
     for s in checked:
         view = registry.get(s.id)
         if s.live:
-            assert view is not None, f"{s} is live but get() gave None"
             want = None if s.parent is None else s.parent.id
-            assert view.parent_id == want, f"{s}: parent_id {view.parent_id}, model {want}"
-            assert s.id in registry, f"{s} is live but not `in` the registry"
+            if view is None:
+                problems.append(f"{s} is live but get() gave None")
+            elif view.parent_id != want:
+                problems.append(f"{s}: parent_id {view.parent_id}, model {want}")
+            if s.id not in registry:
+                problems.append(f"{s} is live but not `in` the registry")
         else:
-            assert view is None, f"{s} closed but get() gave {view!r}"
-            assert s.id not in registry, f"{s} closed but is `in` the registry"
+            if view is not None:
+                problems.append(f"{s} closed but get() gave {view!r}")
+            if s.id in registry:
+                problems.append(f"{s} closed but is `in` the registry")
     if spans is None:
         n = len(registry)
         if n != len(counts) + baseline:
-            raise AssertionError(
-                f"len(registry) == {n}, model has {len(counts)} live"
-                + (f" (+{baseline} live before)" if baseline else "")
-                + "\n"
-                + leak_report(registry, known={s.id for s in counts})
-            )
+            before = f" (+{baseline} live before)" if baseline else ""
+            problems.append(f"len(registry) == {n}, model has {len(counts)} live{before}")
+    if problems and len(registry) > len(counts) + baseline:
+        problems.append(leak_report(registry, known={s.id for s in counts}))
+    return problems
 
 
 # === programs ===
@@ -1102,14 +1124,20 @@ class SpanLifecycleMachine(RuleBasedStateMachine):
     def agrees_with_model(self) -> None:
         """Counts, parents, liveness, ``len`` and every context's current
         span agree with the model."""
-        assert_matches_model(self.registry, self.model, baseline=self.baseline)
+        # One assertion, whatever differs: hypothesis then shrinks one
+        # failure, not one per way of seeing it.
+        problems = model_mismatches(self.registry, self.model, baseline=self.baseline)
         for mc in self.contexts:
             current = mc.run(self.registry.current_span)
             want = self.model.current(mc)
-            assert current == (None if want is None else want.id), (
-                f"{mc.label}: current_span() == {current}, model {want}, "
-                f"stack {self.model.stacks[mc]}"
-            )
+            if current != (None if want is None else want.id):
+                problems.insert(
+                    0,
+                    f"{mc.label}: current_span() == {current}, model {want}, "
+                    f"stack {self.model.stacks[mc]}",
+                )
+        if problems:
+            raise AssertionError("\n".join(problems))
 
     def teardown(self) -> None:
         """Releases everything the machine holds and drops its contexts;
@@ -1135,11 +1163,13 @@ class SpanLifecycleMachine(RuleBasedStateMachine):
             mc.ctx = None  # type: ignore[assignment]
         self.contexts.clear()
         self.base = None  # type: ignore[assignment]
+        if failed:
+            return  # (and no gc.collect(): costly in a big heap, and shrinking
+            # runs many failing examples)
         if len(self.registry) != self.baseline:
-            gc.collect()  # (costly in a big heap, so only when needed)
-        if not failed:
-            leaked = len(self.registry) - self.baseline
-            assert leaked == 0, f"{leaked} spans leaked\n{leak_report(self.registry)}"
+            gc.collect()  # (only when needed)
+        leaked = len(self.registry) - self.baseline
+        assert leaked == 0, f"{leaked} spans leaked\n{leak_report(self.registry)}"
 
 
 # === leaks ===
@@ -1393,4 +1423,7 @@ else:
             try:
                 assert_no_leaks(registry)
             except AssertionError as e:
-                pytest.fail(f"{request.node.nodeid}: {e}", pytrace=False)
+                report = str(e)
+            else:
+                return
+            pytest.fail(f"{request.node.nodeid}: {report}", pytrace=False)
