@@ -579,12 +579,12 @@ def test_fuzz_every_public_callable(calls: list[Call]) -> None:
             assert not is_panic(error), f"{call} panicked: {error}"
             assert isinstance(error, ALLOWED), f"{call} raised {type(error).__qualname__}: {error}"
             after = scene.state()
-            assert after == before, (
+            # Compared as reprs: a field recorded as nan is not equal to itself.
+            assert repr(after) == repr(before), (
                 f"{call} raised {error!r} but changed the state:\n{before}\n{after}"
             )
-        # Whatever happened, the registry stays consistent: every live span
-        # of the scene has a count of at least 1 and reads back; the current
-        # span is live.
+        # Whatever happened, the registry stays consistent: every span of the
+        # scene is live exactly when its count is positive, and reads back.
         scene.ctx.run(check_consistent, scene)
 
 
@@ -596,8 +596,11 @@ def check_consistent(scene: Scene) -> None:
         assert (count > 0) == (view is not None), f"span {sid}: count {count}, view {view!r}"
         if view is not None:
             assert view.scope()[0].id == sid
+    # (The current span may have closed: a caller that closes by ID
+    # references it does not own can close a span still entered, and R2
+    # then makes a contextual child a root. It must still read as an ID.)
     current = reg.current_span()
-    assert current is None or reg.get(current) is not None, f"current span {current} is not live"
+    assert current is None or isinstance(current, int)
     assert len(reg) >= 0
 
 
