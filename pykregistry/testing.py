@@ -61,16 +61,22 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from hypothesis import note
-from hypothesis import strategies as st
-from hypothesis.errors import InvalidArgument
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-)
+try:
+    from hypothesis import note
+    from hypothesis import strategies as st
+    from hypothesis.errors import InvalidArgument
+    from hypothesis.stateful import (
+        RuleBasedStateMachine,
+        initialize,
+        invariant,
+        precondition,
+        rule,
+    )
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "pykregistry.testing needs hypothesis: pip install hypothesis "
+        "(or pip install 'pykregistry[test]')"
+    ) from e
 
 import pykregistry
 from pykregistry import CURRENT, Registry, Span, SpanNotFoundError, SpanRef
