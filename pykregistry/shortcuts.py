@@ -20,11 +20,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import pykregistry
-from pykregistry._native import CURRENT
+from pykregistry._native import CURRENT, Registry, Span
 from pykregistry.level import Level
 
 if TYPE_CHECKING:
-    from pykregistry._native import Registry, Span, SpanRef, _ParentLike
+    from pykregistry._native import SpanRef, _ParentLike
 
 __all__ = [
     "current",
@@ -225,6 +225,8 @@ def current(registry: Registry | None = None) -> SpanRef | None:
     """A view of the calling thread's or task's current span on
     ``registry`` (the default registry unless given), or ``None``."""
     reg = registry if registry is not None else pykregistry.default_registry()
+    if not isinstance(reg, Registry):
+        raise TypeError(f"registry must be a pykregistry.Registry, not {type(reg).__name__}")
     sid = reg.current_span()
     return None if sid is None else reg.get(sid)
 
@@ -234,5 +236,9 @@ def in_scope(span: Span, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwarg
     it returns: ``tracing``'s ``Span::in_scope``. The span is entered for
     the call only (``with span.entered():``); the handle stays open. An
     exception leaving ``fn`` is recorded on the span and propagates."""
+    if not isinstance(span, Span):
+        raise TypeError(f"in_scope() takes a pykregistry.Span, not {type(span).__name__}")
+    if not callable(fn):
+        raise TypeError(f"in_scope() takes a callable, not {type(fn).__name__}")
     with span.entered():
         return fn(*args, **kwargs)
