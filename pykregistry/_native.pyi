@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias, TypeVar, final, overload, type_check_only
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 from pykregistry.level import Level
 
@@ -17,6 +17,7 @@ __all__ = [
     "CURRENT",
     "GENERATIONS",
     "Callsite",
+    "DisabledSpan",
     "Entered",
     "Event",
     "Registry",
@@ -241,7 +242,7 @@ class Registry:
         :meth:`Span.entered`. If the filter turns the span away, returns
         the disabled span, on which everything does nothing."""
 
-@final
+@disjoint_base
 class Span:
     """A handle on a span, owning exactly one reference to it.
 
@@ -302,6 +303,25 @@ class Span:
     ) -> Literal[False]:
         """Records an exception leaving the block, exits the span and
         releases this handle. Never swallows the exception."""
+
+@final
+class DisabledSpan(Span):
+    """The type of the one disabled span (a span a filter turned away): a
+    :class:`Span` whose ``__enter__`` and ``__exit__`` are plain builtin
+    functions, so that ``with`` on it allocates nothing."""
+
+    @staticmethod
+    def __enter__() -> DisabledSpan:
+        """Returns the disabled span; enters nothing."""
+
+    @staticmethod
+    def __exit__(
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Literal[False]:
+        """Exits nothing; never swallows the exception."""
 
 @final
 class Entered:

@@ -131,6 +131,21 @@ def cases() -> dict[str, Callable[[], None]]:
         with info_site.span():
             pass
 
+    def plain() -> None:
+        return None
+
+    instrumented = pykregistry.instrument(registry=reg)(plain)
+    filtered_instrumented = pykregistry.instrument(registry=filtered, level="trace")(plain)
+
+    def plain_call() -> None:
+        plain()
+
+    def p4_instrumented_call() -> None:
+        instrumented()
+
+    def p4_filtered_instrumented_call() -> None:
+        filtered_instrumented()
+
     def pure_python() -> None:
         with pure.span("x"):
             pass
@@ -144,6 +159,9 @@ def cases() -> dict[str, Callable[[], None]]:
         "callsite.span()": callsite_span,
         "P3 filtered out, callsite": p3_filtered_callsite,
         "P3 filtered out, reg.span(level=)": p3_filtered_span,
+        "plain call f()": plain_call,
+        "P4 @instrument f()": p4_instrumented_call,
+        "P4 @instrument f(), filtered out": p4_filtered_instrumented_call,
         "pure-Python registry": pure_python,
     }
     try:

@@ -26,7 +26,7 @@ mod _native {
     #[pymodule_export]
     use crate::registry::PyRegistry;
     #[pymodule_export]
-    use crate::span::{Entered, Span};
+    use crate::span::{DisabledSpan, Entered, Span};
     #[pymodule_export]
     use crate::span_ref::SpanRef;
 

@@ -19,7 +19,7 @@ use crate::span_ref::SpanRef;
 /// block exits and releases. A handle released by `close()` or garbage
 /// collected unreleased gives up its reference. A span that a filter turned
 /// away is *disabled*: it has no ID, and everything on it does nothing.
-#[pyclass(name = "Span", module = "pykregistry", frozen)]
+#[pyclass(name = "Span", module = "pykregistry", frozen, subclass)]
 pub(crate) struct Span {
     /// `None` for the disabled span.
     live: Option<Handle>,
@@ -38,6 +38,44 @@ pub(crate) struct Entered {
     span: Py<Span>,
 }
 
+/// The type of the one disabled span: a `Span` whose `__enter__` and
+/// `__exit__` are plain builtin functions in the class, not methods. The
+/// `with` statement binds methods (an allocation each), but finds builtin
+/// functions as they are, so `with disabled_span:` allocates nothing.
+#[pyclass(name = "DisabledSpan", module = "pykregistry", frozen, extends = Span)]
+pub(crate) struct DisabledSpan;
+
+#[pymethods]
+impl DisabledSpan {
+    #[classattr]
+    fn __enter__(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyCFunction>> {
+        pyo3::wrap_pyfunction!(disabled_enter, py)
+    }
+
+    #[classattr]
+    fn __exit__(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyCFunction>> {
+        pyo3::wrap_pyfunction!(disabled_exit, py)
+    }
+}
+
+/// `DisabledSpan.__enter__`: the disabled span.
+#[pyfunction]
+fn disabled_enter(py: Python<'_>) -> PyResult<Bound<'_, Span>> {
+    Span::disabled_span(py)
+}
+
+/// `DisabledSpan.__exit__`: nothing to exit; exceptions propagate.
+#[pyfunction]
+#[pyo3(signature = (exc_type, exc, tb, /))]
+fn disabled_exit(
+    exc_type: &Bound<'_, PyAny>,
+    exc: &Bound<'_, PyAny>,
+    tb: &Bound<'_, PyAny>,
+) -> bool {
+    let _ = (exc_type, exc, tb);
+    false
+}
+
 static DISABLED: PyOnceLock<Py<Span>> = PyOnceLock::new();
 
 // === impl Span ===
@@ -52,14 +90,14 @@ impl Span {
 
     /// The one disabled span.
     pub(crate) fn disabled_span(py: Python<'_>) -> PyResult<Bound<'_, Span>> {
-        let span = DISABLED.get_or_try_init(py, || {
-            Py::new(
-                py,
-                Span {
-                    live: None,
-                    closed: AtomicBool::new(true),
-                },
-            )
+        let span = DISABLED.get_or_try_init(py, || -> PyResult<Py<Span>> {
+            let init = pyo3::PyClassInitializer::from(Span {
+                live: None,
+                closed: AtomicBool::new(true),
+            })
+            .add_subclass(DisabledSpan);
+            // A `DisabledSpan` is a `Span`: its base class.
+            Ok(Bound::new(py, init)?.into_super().unbind())
         })?;
         Ok(span.bind(py).clone())
     }
