@@ -564,28 +564,37 @@ def is_panic(e: BaseException) -> bool:
 @given(calls=st.lists(CALLS, min_size=1, max_size=8))
 def test_fuzz_every_public_callable(calls: list[Call]) -> None:
     scene = Scene.build()
-    for n, call in enumerate(calls):
-        func = scene.ctx.run(TARGETS[call.target], scene)
-        args = resolve(scene, call.args)
-        kwargs = resolve(scene, call.kwargs)
-        before = scene.state()
-        result, error = scene.ctx.run(outcome, func, args, kwargs)
-        if error is None:
-            note(f"call {n}: {call} -> {repr_or(result)[:80]}")
-            if isinstance(result, Span) and not result.disabled:
-                scene.handles.append(result)
-        else:
-            note(f"call {n}: {call} raised {type(error).__name__}: {repr_or(error)}")
-            assert not is_panic(error), f"{call} panicked: {error}"
-            assert isinstance(error, ALLOWED), f"{call} raised {type(error).__qualname__}: {error}"
-            after = scene.state()
-            # Compared as reprs: a field recorded as nan is not equal to itself.
-            assert repr(after) == repr(before), (
-                f"{call} raised {error!r} but changed the state:\n{before}\n{after}"
-            )
-        # Whatever happened, the registry stays consistent: every span of the
-        # scene is live exactly when its count is positive, and reads back.
-        scene.ctx.run(check_consistent, scene)
+    try:
+        for n, call in enumerate(calls):
+            func = scene.ctx.run(TARGETS[call.target], scene)
+            args = resolve(scene, call.args)
+            kwargs = resolve(scene, call.kwargs)
+            before = scene.state()
+            result, error = scene.ctx.run(outcome, func, args, kwargs)
+            if error is None:
+                note(f"call {n}: {call} -> {repr_or(result)[:80]}")
+                if isinstance(result, Span) and not result.disabled:
+                    scene.handles.append(result)
+            else:
+                note(f"call {n}: {call} raised {type(error).__name__}: {repr_or(error)}")
+                assert not is_panic(error), f"{call} panicked: {error}"
+                assert isinstance(error, ALLOWED), (
+                    f"{call} raised {type(error).__qualname__}: {error}"
+                )
+                after = scene.state()
+                # Compared as reprs: a field recorded as nan is not equal to itself.
+                assert repr(after) == repr(before), (
+                    f"{call} raised {error!r} but changed the state:\n{before}\n{after}"
+                )
+            # Whatever happened, the registry stays consistent: every span of the
+            # scene is live exactly when its count is positive, and reads back.
+            scene.ctx.run(check_consistent, scene)
+    finally:
+        # Handles made on the default registry must not linger into later
+        # examples: collected there at some random moment, they would change
+        # its len in the middle of another example's call.
+        for h in scene.handles:
+            h.close()
 
 
 def check_consistent(scene: Scene) -> None:
