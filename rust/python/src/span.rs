@@ -122,6 +122,32 @@ impl Span {
         }
     }
 
+    /// `__enter__`'s work: enter the span in the calling context.
+    fn enter(&self, py: Python<'_>) -> PyResult<()> {
+        match self.open("cannot enter through a closed handle")? {
+            Some((registry, id)) => registry.enter_id(py, id),
+            None => Ok(()),
+        }
+    }
+
+    /// `__exit__`'s work: record an exception, then exit the span.
+    fn leave(
+        &self,
+        py: Python<'_>,
+        ty: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let Some(h) = &self.live else { return Ok(()) };
+        let registry = h.registry.get();
+        let recorded = if ty.is_none() {
+            Ok(())
+        } else {
+            record_exception(py, registry, h.id, ty, value)
+        };
+        let exited = registry.exit_id(py, h.id);
+        recorded.and(exited)
+    }
+
     /// Releases this handle's reference, once.
     fn release(&self) {
         if let Some(h) = &self.live {
@@ -177,23 +203,6 @@ fn record_exception(
         registry.record_id(py, id, fields)?;
     }
     Ok(())
-}
-
-/// `__exit__`'s work: record an exception, then exit the span.
-fn leave(
-    py: Python<'_>,
-    registry: &PyRegistry,
-    id: Id,
-    ty: &Bound<'_, PyAny>,
-    value: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let recorded = if ty.is_none() {
-        Ok(())
-    } else {
-        record_exception(py, registry, id, ty, value)
-    };
-    let exited = registry.exit_id(py, id);
-    recorded.and(exited)
 }
 
 #[pymethods]
@@ -281,9 +290,7 @@ impl Span {
     }
 
     fn __enter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
-        if let Some((registry, id)) = slf.get().open("cannot enter through a closed handle")? {
-            registry.enter_id(slf.py(), id)?;
-        }
+        slf.get().enter(slf.py())?;
         Ok(slf.clone())
     }
 
@@ -294,10 +301,7 @@ impl Span {
         value: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        let Some(h) = &self.live else {
-            return Ok(false);
-        };
-        let left = leave(py, h.registry.get(), h.id, ty, value);
+        let left = self.leave(py, ty, value);
         self.release();
         left.map(|()| false)
     }
@@ -333,9 +337,7 @@ impl Span {
 impl Entered {
     fn __enter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, Span>> {
         let span = self.span.bind(py);
-        if let Some((registry, id)) = span.get().open("cannot enter through a closed handle")? {
-            registry.enter_id(py, id)?;
-        }
+        span.get().enter(py)?;
         Ok(span.clone())
     }
 
@@ -346,10 +348,7 @@ impl Entered {
         value: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        let Some(h) = &self.span.get().live else {
-            return Ok(false);
-        };
-        leave(py, h.registry.get(), h.id, ty, value).map(|()| false)
+        self.span.get().leave(py, ty, value).map(|()| false)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
