@@ -339,6 +339,12 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     /// Adds a reference to a live span and returns its ID. On any other ID it
     /// fails and changes nothing.
     pub fn clone_span(&self, id: Id) -> Result<Id, Error> {
+        self.clone_span_ref(id).map(|_| id)
+    }
+
+    /// Like [`clone_span`](Self::clone_span), and returns a view of the
+    /// span, saving a second lookup when the caller reads it next.
+    pub fn clone_span_ref(&self, id: Id) -> Result<SpanRef<'_, H, C>, Error> {
         let span = self.slot(id).ok_or(Error::not_live(id, Op::Clone))?;
         // Like `Arc::clone`, increments need no ordering; unlike it, a count
         // of 0 means the span is closing and must not come back to life.
@@ -353,7 +359,13 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Ok(id),
+                Ok(_) => {
+                    return Ok(SpanRef {
+                        registry: self,
+                        id,
+                        data: span,
+                    })
+                }
                 Err(now) => refs = now,
             }
         }

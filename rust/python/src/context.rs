@@ -96,23 +96,30 @@ impl ContextStack {
     pub(crate) fn enter(&self, py: Python<'_>, core: &Core, id: Id) -> PyResult<()> {
         let top = self.top(py)?;
         let duplicate = iter(top.as_ref()).any(|n| n.get().id == id);
+        // The span's timings learn of the entry through the same lookup that
+        // checks it (and, for a first entry, takes its reference).
         if duplicate {
             // Duplicates are entries of a span this stack already holds, so
             // it is live; check anyway so a bookkeeping bug can't push junk.
             core.live_slot(id, pykregistry_core::Op::Enter)
-                .map_err(RegistryError)?;
+                .map_err(RegistryError)?
+                .ext()
+                .on_enter();
         } else {
-            core.clone_span(id).map_err(|e| {
-                RegistryError(match e {
-                    pykregistry_core::Error::NotLive { id, .. } => {
-                        pykregistry_core::Error::NotLive {
-                            id,
-                            op: pykregistry_core::Op::Enter,
+            core.clone_span_ref(id)
+                .map_err(|e| {
+                    RegistryError(match e {
+                        pykregistry_core::Error::NotLive { id, .. } => {
+                            pykregistry_core::Error::NotLive {
+                                id,
+                                op: pykregistry_core::Op::Enter,
+                            }
                         }
-                    }
-                    e => e,
-                })
-            })?;
+                        e => e,
+                    })
+                })?
+                .ext()
+                .on_enter();
         }
         let current = match (&top, duplicate) {
             (Some(t), true) => t.get().current,

@@ -204,9 +204,6 @@ impl PyRegistry {
 
     pub(crate) fn enter_id(&self, py: Python<'_>, id: Id) -> PyResult<()> {
         self.stack.enter(py, &self.core, id)?;
-        if let Some(span) = self.core.get(id) {
-            span.ext().on_enter();
-        }
         self.core.hooks().dispatch(py, Step::Enter, || {
             Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
         });
