@@ -62,6 +62,23 @@ _PASSED = pytest.StashKey[bool]()
 
 
 @pytest.fixture
+def make() -> Iterator[Any]:
+    """Builds registries (with any `Registry` arguments) and checks at
+    teardown that none leaked."""
+    made: list[pykregistry.Registry] = []
+
+    def build(**kwargs: Any) -> pykregistry.Registry:
+        registry = pykregistry.Registry(**kwargs)
+        made.append(registry)
+        return registry
+
+    yield build
+    gc.collect()
+    for registry in made:
+        assert len(registry) == 0, f"spans leaked: {registry!r}"
+
+
+@pytest.fixture
 def reg(request: pytest.FixtureRequest) -> Iterator[pykregistry.Registry]:
     registry = pykregistry.Registry()
     yield registry

@@ -6,14 +6,12 @@ README "Call sites, timings, exceptions"; issue 4 item 6.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import pykregistry
-from pykregistry import CURRENT, Callsite, Level, Registry, Span
+from pykregistry import CURRENT, Callsite, Level, Span
 
 
 class NewSpans:
@@ -33,22 +31,6 @@ class NewSpans:
                 "parent_id": span.parent_id,
             }
         )
-
-
-@pytest.fixture
-def make() -> Iterator[Any]:
-    """Builds registries and checks at teardown that none leaked."""
-    made: list[Registry] = []
-
-    def build(**kwargs: Any) -> Registry:
-        registry = Registry(**kwargs)
-        made.append(registry)
-        return registry
-
-    yield build
-    gc.collect()
-    for registry in made:
-        assert len(registry) == 0, f"spans leaked: {registry!r}"
 
 
 # --- construction and metadata ----------------------------------------------

@@ -6,12 +6,10 @@ README "Filters and disabled spans"; issue 4 item 5.
 
 from __future__ import annotations
 
-import gc
 import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -45,22 +43,6 @@ class Events:
 
     def messages(self) -> list[str]:
         return [e["message"] for e in self.events]
-
-
-@pytest.fixture
-def make() -> Iterator[Any]:
-    """Builds filtered registries and checks at teardown that none leaked."""
-    made: list[Registry] = []
-
-    def build(**kwargs: Any) -> Registry:
-        registry = Registry(**kwargs)
-        made.append(registry)
-        return registry
-
-    yield build
-    gc.collect()
-    for registry in made:
-        assert len(registry) == 0, f"spans leaked: {registry!r}"
 
 
 def span_enabled(reg: Registry, name: str = "s", **kwargs: Any) -> bool:
