@@ -192,6 +192,18 @@ impl Filter {
         self.static_level(target).is_some_and(|max| level <= max)
     }
 
+    /// Whether anything at `level` can be enabled, whatever its target,
+    /// name, fields and parent: `false` lets a caller refuse before it
+    /// works out a target.
+    #[must_use]
+    pub fn could_enable(&self, level: Level) -> bool {
+        self.has_span_directives()
+            || self
+                .statics
+                .iter()
+                .any(|s| s.level.is_some_and(|max| level <= max))
+    }
+
     /// Whether any span directive exists; without one, decisions depend on
     /// target and level alone and can be cached for good.
     #[must_use]
@@ -348,6 +360,27 @@ mod tests {
         assert!(!f.enabled(Level::Trace, "app.db"));
         assert!(!f.enabled(Level::Warn, "app.web"));
         assert!(f.enabled(Level::Error, "app.web"));
+    }
+
+    #[test]
+    fn could_enable_is_the_most_verbose_static_level_unless_span_directives() {
+        let f = parse("warn,app.db=debug,app.noisy=off");
+        assert!(f.could_enable(Level::Debug));
+        assert!(!f.could_enable(Level::Trace));
+        let levels = [
+            Level::Error,
+            Level::Warn,
+            Level::Info,
+            Level::Debug,
+            Level::Trace,
+        ];
+        for target in ["", "app", "app.db.pool", "app.noisy", "lib"] {
+            for level in levels {
+                assert!(f.could_enable(level) || !f.enabled(level, target));
+            }
+        }
+        assert!(!parse("off").could_enable(Level::Error));
+        assert!(parse("off,[request]=info").could_enable(Level::Trace));
     }
 
     #[test]
