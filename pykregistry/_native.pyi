@@ -274,8 +274,15 @@ class Span:
         """A read-only view of the span; ``None`` when disabled. Raises
         :class:`~pykregistry.SpanClosedError` once the handle is closed."""
 
-    def record(self, **fields: object) -> None:
-        """Records fields on the span; see :meth:`Registry.record`."""
+    @overload
+    def record(self, name: str, value: object, /, **fields: object) -> None: ...
+    @overload
+    def record(self, /, **fields: object) -> None:
+        """Records (adds or replaces) fields on the span, as
+        :meth:`Registry.record`: ``span.record("key", value)`` as
+        ``tracing``'s ``Span::record`` (any name, ``"return"`` too), or
+        ``span.record(key=value, ...)``, or both. Does nothing on the disabled
+        span; ``SpanClosedError`` once this handle is closed."""
 
     def follows_from(self, other: Span | SpanRef | int) -> None:
         """Notes that this span follows from ``other``."""

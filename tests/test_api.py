@@ -277,6 +277,98 @@ def test_api_span_record_and_follows_from(reg: Registry) -> None:
     a.close()
 
 
+def test_api_span_record_name_and_value_as_tracing(reg: Registry) -> None:
+    # `tracing`'s `span.record("field", value)`: any name, keywords too.
+    with reg.span("b") as b:
+        b.record("return", 1)
+        b.record("exception.type", "E", k=2)
+        assert reg.get(b.id).fields == {"return": 1, "exception.type": "E", "k": 2}
+        for bad in [("only-a-name",), ("a", 1, "extra")]:
+            with pytest.raises(TypeError, match="a name and a value"):
+                b.record(*bad)
+        with pytest.raises(TypeError, match="field names are str"):
+            b.record(1, 2)
+        assert reg.get(b.id).fields == {"return": 1, "exception.type": "E", "k": 2}
+    with pytest.raises(SpanClosedError):
+        b.record("x", 1)
+    off = Registry(level="off").span("x")
+    assert off.disabled
+    off.record("x", 1)  # the disabled span records nothing, and says nothing
+
+
+# Keywords are read from the caller's arrays (vectorcall), not from a dict:
+# the names must still be matched by value, not only by the identity of the
+# interned names source code passes.
+def _runtime(text: str) -> str:
+    built = "".join(list(text))
+    assert built == text
+    return built
+
+
+def test_api_keywords_built_at_run_time_are_matched_by_value(reg: Registry) -> None:
+    kwargs: dict[str, Any] = {
+        _runtime("level"): "warn",
+        _runtime("target"): "app",
+        _runtime("parent"): None,
+        _runtime("user"): "u1",
+    }
+    with reg.span("outer"), reg.span("x", **kwargs) as s:
+        view = reg.get(s.id)
+        assert (view.level, view.target, view.parent_id, view.fields) == (
+            Level.WARN,
+            "app",
+            None,
+            {"user": "u1"},
+        )
+    site = reg.callsite("q", fields=("sql",))
+    with site.span(**{_runtime("sql"): "select 1"}) as s:
+        assert reg.get(s.id).fields == {"sql": "select 1"}
+    sid = reg.new_span("r")
+    reg.record(sid, **{_runtime("a"): 1}, b=2)
+    assert reg.get(sid).fields == {"a": 1, "b": 2}
+    reg.try_close(sid)
+
+
+def test_api_span_and_event_arguments_are_checked(reg: Registry) -> None:
+    for call in (reg.span, reg.event):
+        with pytest.raises(TypeError, match="takes 1 positional argument"):
+            call()  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="takes 1 positional argument"):
+            call("a", "b")  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="is a str, not int"):
+            call(1)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="target is a str, not bytes"):
+            call("a", target=b"t")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="unknown level"):
+            call("a", level="loud")
+    with pytest.raises(TypeError, match="takes no positional arguments"):
+        reg.callsite("q").span("x")  # type: ignore[call-arg]
+    # `name` is positional-only, so `name=` is a field, as in `tracing`.
+    with reg.span("x", name="field") as s:
+        assert reg.get(s.id).fields == {"name": "field"}
+    assert len(reg) == 0
+
+
+def test_api_filtered_out_span_never_reads_its_fields(make: Any) -> None:
+    # As `tracing` evaluates no field of a disabled span: a filtered-out
+    # span costs no repr(), and an event no layer sees reads nothing.
+    reads = []
+
+    class Loud:
+        def __repr__(self) -> str:
+            reads.append(self)
+            return "Loud()"
+
+    reg = make(level="info")
+    with reg.span("x", level="debug", value=Loud()) as s:
+        assert s.disabled
+    reg.event("e", value=Loud())
+    assert reads == []
+    with reg.span("x", level="info", value=Loud()) as s:
+        assert reg.get(s.id).fields == {"value": "Loud()"}
+    assert len(reads) == 1
+
+
 def test_api_new_span_name_is_positional_only(reg: Registry) -> None:
     with pytest.raises(TypeError):
         reg.new_span(name="x")

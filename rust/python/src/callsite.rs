@@ -1,12 +1,16 @@
 //! `pykregistry.Callsite`: metadata and the filter's decision fixed once, for
 //! hot paths.
 
+use std::ffi::CStr;
+
 use pykregistry_core::Level;
 use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyString, PyTuple};
 
 use crate::convert;
+use crate::fastcall::{is_keyword, Args, FastMethod};
 use crate::registry::{PyRegistry, SpanArgs};
 use crate::span::Span;
 
@@ -84,6 +88,20 @@ impl Callsite {
     }
 }
 
+impl Callsite {
+    /// Whether `key` is one of the declared field names (usually the same
+    /// interned string).
+    fn declares(&self, key: Borrowed<'_, '_, PyString>) -> PyResult<bool> {
+        let py = key.py();
+        for name in &self.fields {
+            if name.bind(py).is(key) || name.bind(py).as_any().eq(key)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
 #[pymethods]
 impl Callsite {
     #[new]
@@ -105,53 +123,6 @@ impl Callsite {
             .call0()?
             .cast_into::<PyRegistry>()?;
         Callsite::new(&default, name, target, level, fields)
-    }
-
-    /// A new span of this call site (the disabled span if filtered out).
-    /// Keywords are the declared fields, and `parent`.
-    #[pyo3(signature = (**kwargs))]
-    fn span<'py>(
-        &self,
-        py: Python<'py>,
-        kwargs: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, Span>> {
-        if self.interest == Interest::Never {
-            return Span::disabled_span(py);
-        }
-        let mut parent = None;
-        let mut fields = Vec::new();
-        if let Some(kwargs) = kwargs {
-            for (key, value) in kwargs.iter() {
-                let key = key.cast_into::<PyString>()?;
-                if key.to_str()? == "parent" {
-                    parent = Some(value);
-                } else if self.fields.iter().any(|f| {
-                    // Keyword names are usually the interned declared names.
-                    f.bind(py).is(&key) || f.bind(py).as_any().eq(&key).unwrap_or(false)
-                }) {
-                    fields.push((key.into_any(), value));
-                } else {
-                    return Err(PyTypeError::new_err(format!(
-                        "call site {} declares the fields {}; {} is not one of them",
-                        self.name.bind(py).repr()?,
-                        self.fields_tuple(py)?.repr()?,
-                        key.repr()?
-                    )));
-                }
-            }
-        }
-        let args = SpanArgs {
-            target: Some(self.target.bind(py).clone()),
-            level: self.level,
-            parent,
-            fields: convert::fields_from_items(fields)?,
-        };
-        PyRegistry::make_span(
-            self.registry.bind(py),
-            self.name.bind(py),
-            args,
-            self.interest != Interest::Always,
-        )
     }
 
     /// Whether spans of this call site can be enabled.
@@ -193,5 +164,57 @@ impl Callsite {
             self.level,
             self.fields_tuple(py)?.repr()?
         ))
+    }
+}
+
+/// `Callsite.span(**fields)`: a new span of this call site (the disabled
+/// span if filtered out). Keywords are the declared fields, and `parent`.
+pub(crate) struct SpanMethod;
+
+impl FastMethod for SpanMethod {
+    const NAME: &'static CStr = c"span";
+    const QUALNAME: &'static str = "Callsite.span";
+    const DOC: &'static CStr = c"span($self, /, **fields)
+--
+
+A new span of this call site (the disabled span if filtered out).
+Keywords are the declared fields, and `parent`.";
+
+    fn call<'py>(slf: &Bound<'py, PyAny>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let site = slf.cast::<Callsite>()?.get();
+        args.positional([])?;
+        if site.interest == Interest::Never {
+            return Ok(Span::disabled_span(py)?.into_any());
+        }
+        let mut parent = None;
+        let mut fields = Vec::new();
+        for (key, value) in args.keywords() {
+            if is_keyword(key, intern!(py, "parent"), "parent")? {
+                parent = Some(value.to_owned());
+            } else if site.declares(key)? {
+                fields.push((key.to_owned().into_any(), value.to_owned()));
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "call site {} declares the fields {}; {} is not one of them",
+                    site.name.bind(py).repr()?,
+                    site.fields_tuple(py)?.repr()?,
+                    key.repr()?
+                )));
+            }
+        }
+        let args = SpanArgs {
+            target: Some(site.target.bind(py).clone()),
+            level: site.level,
+            parent,
+            fields,
+        };
+        let span = PyRegistry::make_span(
+            site.registry.bind(py),
+            site.name.bind(py),
+            args,
+            site.interest != Interest::Always,
+        )?;
+        Ok(span.into_any())
     }
 }

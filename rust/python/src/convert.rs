@@ -51,7 +51,7 @@ pub(crate) fn lookup_id(obj: &Bound<'_, PyAny>) -> PyResult<Option<Id>> {
     if !obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyBool>() {
         return Err(PyTypeError::new_err(format!(
             "span IDs are ints, not {}",
-            obj.get_type().name()?
+            type_name(obj)
         )));
     }
     Ok(obj.extract::<u64>().ok().and_then(|n| Id::from_u64(n).ok()))
@@ -89,7 +89,7 @@ pub(crate) fn level(obj: &Bound<'_, PyAny>) -> PyResult<Level> {
     }
     Err(PyTypeError::new_err(format!(
         "a level is a pykregistry.Level or its name, not {}",
-        obj.get_type().name()?
+        type_name(obj)
     )))
 }
 
@@ -146,7 +146,7 @@ pub(crate) fn parent(
         SpanArg::Disabled => Ok(Parent::Root),
         SpanArg::NotASpan => Err(PyTypeError::new_err(format!(
             "parent must be CURRENT, None, a span ID, a Span or a SpanRef, not {}",
-            obj.get_type().name()?
+            type_name(obj)
         ))),
     }
 }
@@ -247,17 +247,18 @@ pub(crate) fn fields_from_items<'py>(
         .into_iter()
         .map(|(k, v)| {
             let name = k.cast::<PyString>().map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "field names are str, not {}",
-                    k.get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_default()
-                ))
+                PyTypeError::new_err(format!("field names are str, not {}", type_name(&k)))
             })?;
             Ok((name.to_str()?.into(), value(&v)?))
         })
         .collect()
+}
+
+/// The name of `obj`'s type, for error messages.
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
 }
 
 /// `s` quoted as Python's `repr()` quotes it, for constructor-style reprs.

@@ -8,6 +8,7 @@ mod convert;
 mod errors;
 mod event;
 mod ext;
+mod fastcall;
 mod layers;
 mod registry;
 mod span;
@@ -18,6 +19,7 @@ use pyo3::prelude::*;
 #[pymodule]
 mod _native {
     use super::{convert, Bound, PyModule, PyModuleMethods, PyResult};
+    use crate::fastcall::install;
 
     #[pymodule_export]
     use crate::callsite::Callsite;
@@ -35,6 +37,13 @@ mod _native {
         let py = m.py();
         m.add("CURRENT", convert::current_sentinel(py)?.clone_ref(py))?;
         m.add("GENERATIONS", crate::registry::Core::GENERATIONS)?;
+        // The methods that take `**fields`, through vectorcall (see `fastcall`).
+        let registry = py.get_type::<crate::registry::PyRegistry>();
+        install::<crate::registry::SpanMethod>(&registry)?;
+        install::<crate::registry::EventMethod>(&registry)?;
+        install::<crate::registry::RecordMethod>(&registry)?;
+        install::<crate::span::RecordMethod>(&py.get_type::<crate::span::Span>())?;
+        install::<crate::callsite::SpanMethod>(&py.get_type::<crate::callsite::Callsite>())?;
         Ok(())
     }
 }

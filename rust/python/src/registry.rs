@@ -2,6 +2,9 @@
 
 use pykregistry_core::{Attrs, Fields, Filter, Id, Level, Op, Parent};
 use pyo3::exceptions::PyTypeError;
+use std::ffi::CStr;
+
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
@@ -10,6 +13,7 @@ use crate::context::ContextStack;
 use crate::convert::{self, ParentArg};
 use crate::errors::RegistryError;
 use crate::event::Event;
+use crate::fastcall::{is_keyword, Args, FastMethod};
 use crate::layers::{Layers, Step};
 use crate::span::Span;
 use crate::span_ref::SpanRef;
@@ -27,17 +31,20 @@ pub(crate) struct PyRegistry {
     pub(crate) filter: Option<Filter>,
 }
 
+/// Field arguments as given: `(name, value)` pairs, converted only once a
+/// span is let through (a filtered-out span never reads its values).
+pub(crate) type RawFields<'py> = Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
+
 /// The keyword arguments shared by `new_span`, `span` and `event`.
 pub(crate) struct SpanArgs<'py> {
     pub(crate) target: Option<Bound<'py, PyString>>,
     pub(crate) level: Level,
     pub(crate) parent: Option<Bound<'py, PyAny>>,
-    pub(crate) fields: Fields,
+    pub(crate) fields: RawFields<'py>,
 }
 
 impl<'py> SpanArgs<'py> {
-    /// The arguments as pyo3 extracted them: named keywords directly (no
-    /// dict is built unless there are fields).
+    /// The arguments as pyo3 extracted them (`new_span`: fields in a dict).
     fn new(
         target: Option<Bound<'py, PyString>>,
         level: Option<&Bound<'py, PyAny>>,
@@ -48,12 +55,57 @@ impl<'py> SpanArgs<'py> {
             target,
             level: level.map_or(Ok(Level::Info), convert::level)?,
             parent: parent.0,
-            fields: match fields {
-                Some(f) => convert::fields_from_items(f.iter())?,
-                None => Fields::new(),
-            },
+            fields: fields.map(|f| f.iter().collect()).unwrap_or_default(),
         })
     }
+
+    /// `target=`, `level=` and `parent=` from a vectorcall's keywords; every
+    /// other keyword is a field.
+    fn from_keywords(args: &Args<'_, 'py>) -> PyResult<Self> {
+        let mut out = SpanArgs {
+            target: None,
+            level: Level::Info,
+            parent: None,
+            fields: Vec::new(),
+        };
+        for (key, value) in args.keywords() {
+            let py = key.py();
+            if is_keyword(key, intern!(py, "level"), "level")? {
+                if !value.is_none() {
+                    out.level = convert::level(&value)?;
+                }
+            } else if is_keyword(key, intern!(py, "target"), "target")? {
+                if !value.is_none() {
+                    let target = value.cast::<PyString>().map_err(|_| {
+                        PyTypeError::new_err(format!(
+                            "{}(): target is a str, not {}",
+                            args.method(),
+                            convert::type_name(&value)
+                        ))
+                    })?;
+                    out.target = Some(target.to_owned());
+                }
+            } else if is_keyword(key, intern!(py, "parent"), "parent")? {
+                out.parent = Some(value.to_owned());
+            } else {
+                out.fields
+                    .push((key.to_owned().into_any(), value.to_owned()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The first positional argument of `span`/`event`, which must be a str.
+fn str_arg<'py>(args: &Args<'_, 'py>, what: &str) -> PyResult<Bound<'py, PyString>> {
+    let [arg] = args.positional([what])?;
+    arg.cast::<PyString>().map(Borrowed::to_owned).map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{}(): {what} is a str, not {}",
+            args.method(),
+            convert::type_name(&arg)
+        ))
+    })
 }
 
 /// The calling frame's module name: the default target, as `tracing` uses
@@ -142,30 +194,27 @@ impl PyRegistry {
         args: SpanArgs<'_>,
         filtered: bool,
     ) -> PyResult<Option<Id>> {
+        // The cheapest refusal first, on the level alone: no caller lookup,
+        // no field conversion, no parent lookup, no context read.
+        let filter = self.filter.as_ref().filter(|_| filtered);
+        if filter.is_some_and(|f| !f.could_enable(args.level)) {
+            return Ok(None);
+        }
         let target = args.target.or_else(|| caller_module(py));
         let target = match &target {
             Some(t) => t.to_str()?,
             None => "",
         };
-        // The cheap, common refusal first: no parent lookup, no context read.
-        if filtered
-            && self
-                .filter
-                .as_ref()
-                .is_some_and(|f| !f.has_span_directives() && !f.enabled(args.level, target))
-        {
+        if filter.is_some_and(|f| !f.has_span_directives() && !f.enabled(args.level, target)) {
             return Ok(None);
         }
+        let fields = convert::fields_from_items(args.fields)?;
         let parent = convert::parent(args.parent.as_ref(), self.core.uid(), || {
             self.stack.current(py)
         })?;
         let name = name.to_str()?;
-        let (enabled, scope) = self.admit(
-            args.level,
-            target,
-            parent_id(parent),
-            Some((name, &args.fields)),
-        );
+        let (enabled, scope) =
+            self.admit(args.level, target, parent_id(parent), Some((name, &fields)));
         if filtered && !enabled {
             return Ok(None);
         }
@@ -175,7 +224,6 @@ impl PyRegistry {
             level: args.level,
             metadata: None,
         };
-        let fields = args.fields;
         let id = self
             .core
             .new_span(&attrs, parent, move |f, ext| {
@@ -421,21 +469,6 @@ impl PyRegistry {
         Ok(convert::lookup_id(id)?.is_some_and(|id| self.core.ref_count(id) > 0))
     }
 
-    #[pyo3(signature = (id, /, **fields))]
-    fn record(
-        &self,
-        py: Python<'_>,
-        id: &Bound<'_, PyAny>,
-        fields: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<()> {
-        let id = convert::span_id(id)?;
-        let values = match fields {
-            Some(f) => convert::fields_from_items(f.iter())?,
-            None => Fields::new(),
-        };
-        self.record_id(py, id, values)
-    }
-
     fn follows_from(
         &self,
         py: Python<'_>,
@@ -447,19 +480,21 @@ impl PyRegistry {
         self.follows_from_id(py, id, follows)
     }
 
-    #[pyo3(signature = (message, /, *, target = None, level = None, parent = ParentArg(None), **fields))]
-    fn event<'py>(
+    fn __repr__(&self) -> String {
+        format!("Registry(len={})", self.core.len())
+    }
+}
+
+impl PyRegistry {
+    /// `Registry.event`'s work. Without a layer to see it, an event only
+    /// checks its parent: no context read, no caller lookup, no filter, and
+    /// its field values are never read.
+    fn emit(
         &self,
-        py: Python<'py>,
-        message: &Bound<'py, PyString>,
-        target: Option<Bound<'py, PyString>>,
-        level: Option<&Bound<'py, PyAny>>,
-        parent: ParentArg<'py>,
-        fields: Option<&Bound<'py, PyDict>>,
+        py: Python<'_>,
+        message: &Bound<'_, PyString>,
+        args: SpanArgs<'_>,
     ) -> PyResult<()> {
-        let args = SpanArgs::new(target, level, parent, fields)?;
-        // Without a layer to see it, an event only checks its arguments: no
-        // context read, no caller lookup, no filter.
         let wanted = self.core.hooks().hooks(Step::Event);
         let current = || {
             if wanted {
@@ -476,43 +511,92 @@ impl PyRegistry {
                 Some(id)
             }
         };
-        let hooks = self.core.hooks();
-        if hooks.hooks(Step::Event) {
-            let target = match args.target {
-                Some(t) => t.to_str()?.to_owned(),
-                None => caller_module(py).map(|t| t.to_string()).unwrap_or_default(),
-            };
-            if !self.admit(args.level, &target, parent, None).0 {
-                return Ok(());
-            }
-            let event = Event {
-                message: message.clone().unbind(),
-                level: args.level,
-                target,
-                parent_id: parent,
-                fields: args.fields,
-            };
-            hooks.dispatch(py, Step::Event, || Ok((Bound::new(py, event)?,)));
+        if !wanted {
+            return Ok(());
         }
+        let target = match args.target {
+            Some(t) => t.to_str()?.to_owned(),
+            None => caller_module(py).map(|t| t.to_string()).unwrap_or_default(),
+        };
+        if !self.admit(args.level, &target, parent, None).0 {
+            return Ok(());
+        }
+        let event = Event {
+            message: message.clone().unbind(),
+            level: args.level,
+            target,
+            parent_id: parent,
+            fields: convert::fields_from_items(args.fields)?,
+        };
+        self.core
+            .hooks()
+            .dispatch(py, Step::Event, || Ok((Bound::new(py, event)?,)));
         Ok(())
     }
+}
 
-    /// Creates a span and returns a handle owning its one reference (or the
-    /// disabled span, if the filter turns it away).
-    #[pyo3(signature = (name, /, *, target = None, level = None, parent = ParentArg(None), **fields))]
-    fn span<'py>(
-        slf: &Bound<'py, Self>,
-        name: &Bound<'py, PyString>,
-        target: Option<Bound<'py, PyString>>,
-        level: Option<&Bound<'py, PyAny>>,
-        parent: ParentArg<'py>,
-        fields: Option<&Bound<'py, PyDict>>,
-    ) -> PyResult<Bound<'py, Span>> {
-        let args = SpanArgs::new(target, level, parent, fields)?;
-        Self::make_span(slf, name, args, true)
+/// `Registry.span(name, /, *, target=None, level=None, parent=CURRENT, **fields)`.
+pub(crate) struct SpanMethod;
+
+impl FastMethod for SpanMethod {
+    const NAME: &'static CStr = c"span";
+    const QUALNAME: &'static str = "Registry.span";
+    const DOC: &'static CStr =
+        c"span($self, name, /, *, target=None, level=None, parent=..., **fields)
+--
+
+Creates a span and returns a handle owning its one reference (or the
+disabled span, if the filter turns it away).";
+
+    fn call<'py>(slf: &Bound<'py, PyAny>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+        let slf = slf.cast::<PyRegistry>()?;
+        let name = str_arg(args, "name")?;
+        let span_args = SpanArgs::from_keywords(args)?;
+        Ok(PyRegistry::make_span(slf, &name, span_args, true)?.into_any())
     }
+}
 
-    fn __repr__(&self) -> String {
-        format!("Registry(len={})", self.core.len())
+/// `Registry.event(message, /, *, target=None, level=None, parent=CURRENT, **fields)`.
+pub(crate) struct EventMethod;
+
+impl FastMethod for EventMethod {
+    const NAME: &'static CStr = c"event";
+    const QUALNAME: &'static str = "Registry.event";
+    const DOC: &'static CStr =
+        c"event($self, message, /, *, target=None, level=None, parent=..., **fields)
+--
+
+Emits an event: a point in time that layers' `on_event` sees.";
+
+    fn call<'py>(slf: &Bound<'py, PyAny>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+        let slf = slf.cast::<PyRegistry>()?;
+        let message = str_arg(args, "message")?;
+        let span_args = SpanArgs::from_keywords(args)?;
+        slf.get().emit(slf.py(), &message, span_args)?;
+        Ok(slf.py().None().into_bound(slf.py()))
+    }
+}
+
+/// `Registry.record(id, /, **fields)`.
+pub(crate) struct RecordMethod;
+
+impl FastMethod for RecordMethod {
+    const NAME: &'static CStr = c"record";
+    const QUALNAME: &'static str = "Registry.record";
+    const DOC: &'static CStr = c"record($self, id, /, **fields)
+--
+
+Records (adds or replaces) fields on a live span.";
+
+    fn call<'py>(slf: &Bound<'py, PyAny>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+        let slf = slf.cast::<PyRegistry>()?;
+        let [id] = args.positional(["id"])?;
+        let id = convert::span_id(&id)?;
+        let values = convert::fields_from_items(
+            args.keywords()
+                .map(|(k, v)| (k.to_owned().into_any(), v.to_owned())),
+        )?;
+        slf.get().record_id(slf.py(), id, values)?;
+        Ok(slf.py().None().into_bound(slf.py()))
     }
 }

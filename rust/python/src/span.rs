@@ -1,15 +1,17 @@
 //! `pykregistry.Span`: a handle that owns exactly one reference.
 
+use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pykregistry_core::{Fields, Id, Value};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyType};
+use pyo3::types::PyType;
 
 use crate::convert;
 use crate::errors::closed;
+use crate::fastcall::{Args, FastMethod};
 use crate::registry::{release, PyRegistry};
 use crate::span_ref::SpanRef;
 
@@ -234,18 +236,6 @@ impl Span {
             .map(|(registry, id)| SpanRef::new(registry.core.clone(), id)))
     }
 
-    #[pyo3(signature = (**fields))]
-    fn record(&self, py: Python<'_>, fields: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-        let Some((registry, id)) = self.open("cannot record on a closed handle")? else {
-            return Ok(());
-        };
-        let values = match fields {
-            Some(f) => convert::fields_from_items(f.iter())?,
-            None => Vec::new(),
-        };
-        registry.record_id(py, id, values)
-    }
-
     fn follows_from(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
         let Some((registry, id)) = self.open("cannot add follows_from to a closed handle")? else {
             return Ok(());
@@ -353,5 +343,42 @@ impl Entered {
 
     fn __repr__(&self, py: Python<'_>) -> String {
         format!("Entered({})", self.span.bind(py).get().__repr__(py))
+    }
+}
+
+/// `Span.record(name, value, /)` as `tracing`'s `Span::record`, or
+/// `Span.record(**fields)`; both forms may be combined.
+pub(crate) struct RecordMethod;
+
+impl FastMethod for RecordMethod {
+    const NAME: &'static CStr = c"record";
+    const QUALNAME: &'static str = "Span.record";
+    const DOC: &'static CStr = c"record($self, name=..., value=..., /, **fields)
+--
+
+Records (adds or replaces) fields on the span: `record(\"key\", value)` or
+`record(key=value, ...)`. Does nothing on the disabled span.";
+
+    fn call<'py>(slf: &Bound<'py, PyAny>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let span = slf.cast::<Span>()?.get();
+        let positional = args.positional_values();
+        if !matches!(positional.len(), 0 | 2) {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "Span.record() takes a name and a value, or keywords ({} positional arguments given)",
+                positional.len()
+            )));
+        }
+        let Some((registry, id)) = span.open("cannot record on a closed handle")? else {
+            return Ok(py.None().into_bound(py));
+        };
+        let mut positional = positional.map(Borrowed::to_owned);
+        let pair = positional.next().zip(positional.next());
+        let keywords = args
+            .keywords()
+            .map(|(k, v)| (k.to_owned().into_any(), v.to_owned()));
+        let values = convert::fields_from_items(pair.into_iter().chain(keywords))?;
+        registry.record_id(py, id, values)?;
+        Ok(py.None().into_bound(py))
     }
 }

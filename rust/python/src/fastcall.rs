@@ -1,0 +1,193 @@
+//! Methods that take `**fields`, called through the `vectorcall` protocol
+//! (`METH_FASTCALL | METH_KEYWORDS`).
+//!
+//! pyo3 calls a method whose signature has `**kwargs` with a tuple and a
+//! dict built for each call (`METH_VARARGS | METH_KEYWORDS`), and matches
+//! keywords by walking the dict. On `reg.span("x", level="trace")` that is
+//! most of what a filtered-out span costs. Here the caller's own arrays are
+//! read in place: positional values, keyword values, and the tuple of
+//! keyword names (the interned names of the source, compared by identity
+//! first). Each method is a [`FastMethod`]; [`install`] puts it in its class
+//! as a method descriptor, as `#[pymethods]` would, with the same
+//! `__text_signature__`.
+
+use std::ffi::CStr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
+use pyo3::panic::PanicException;
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyTuple, PyType};
+
+/// The arguments of one call, borrowed from the caller for its duration.
+pub(crate) struct Args<'a, 'py> {
+    py: Python<'py>,
+    /// The method's name, for error messages.
+    method: &'static str,
+    /// Positional values, then keyword values.
+    values: &'a [*mut ffi::PyObject],
+    nargs: usize,
+    kwnames: Option<Borrowed<'a, 'py, PyTuple>>,
+}
+
+/// One keyword argument: its name and value.
+pub(crate) type Keyword<'a, 'py> = (Borrowed<'a, 'py, PyString>, Borrowed<'a, 'py, PyAny>);
+
+impl<'a, 'py> Args<'a, 'py> {
+    fn value(&self, i: usize) -> Borrowed<'a, 'py, PyAny> {
+        // SAFETY: the caller keeps every argument alive during the call.
+        unsafe { Borrowed::from_ptr(self.py, self.values[i]) }
+    }
+
+    /// Exactly `N` positional arguments, named `names` in the message when
+    /// the count is wrong.
+    pub(crate) fn positional<const N: usize>(
+        &self,
+        names: [&str; N],
+    ) -> PyResult<[Borrowed<'a, 'py, PyAny>; N]> {
+        if self.nargs != N {
+            return Err(PyTypeError::new_err(match N {
+                0 => format!(
+                    "{}() takes no positional arguments ({} given)",
+                    self.method, self.nargs
+                ),
+                _ => format!(
+                    "{}() takes {N} positional argument{} ({}) but {} {} given",
+                    self.method,
+                    if N == 1 { "" } else { "s" },
+                    names.join(", "),
+                    self.nargs,
+                    if self.nargs == 1 { "was" } else { "were" }
+                ),
+            }));
+        }
+        Ok(std::array::from_fn(|i| self.value(i)))
+    }
+
+    /// The positional arguments, however many were given.
+    pub(crate) fn positional_values(
+        &self,
+    ) -> impl ExactSizeIterator<Item = Borrowed<'a, 'py, PyAny>> + '_ {
+        (0..self.nargs).map(|i| self.value(i))
+    }
+
+    /// The keyword arguments, in the caller's order.
+    pub(crate) fn keywords(&self) -> impl Iterator<Item = Keyword<'a, 'py>> + '_ {
+        let count = self.kwnames.map_or(0, |names| names.len());
+        (0..count).map(move |i| {
+            let names = self.kwnames.expect("count is 0 without names");
+            // SAFETY: `i` is in range, and CPython passes keyword names as a
+            // tuple of `str` that outlives the call.
+            let name = unsafe {
+                let item = ffi::PyTuple_GET_ITEM(
+                    names.as_ptr(),
+                    ffi::Py_ssize_t::try_from(i).unwrap_or(0),
+                );
+                Borrowed::from_ptr(self.py, item).cast_unchecked()
+            };
+            (name, self.value(self.nargs + i))
+        })
+    }
+
+    /// The method's name, for error messages.
+    pub(crate) fn method(&self) -> &'static str {
+        self.method
+    }
+}
+
+/// Whether the keyword `key` is `name`, whose interned string is `interned`.
+/// Keywords written in source arrive interned, so identity usually answers.
+pub(crate) fn is_keyword(
+    key: Borrowed<'_, '_, PyString>,
+    interned: &Bound<'_, PyString>,
+    name: &str,
+) -> PyResult<bool> {
+    Ok(key.is(interned) || key.to_str()? == name)
+}
+
+/// A method called with vectorcall's arrays.
+pub(crate) trait FastMethod {
+    /// The attribute name, as Python sees it.
+    const NAME: &'static CStr;
+    /// `Class.name`, for error messages.
+    const QUALNAME: &'static str;
+    /// The docstring, headed by the text signature (`name($self, ...)\n--\n\n`).
+    const DOC: &'static CStr;
+
+    fn call<'py>(slf: &Bound<'py, PyAny>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>>;
+}
+
+/// The C entry point of `M`: a Rust error becomes the raised exception, a
+/// panic a `PanicException` (never an unwind into the interpreter).
+unsafe extern "C" fn trampoline<M: FastMethod>(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls methods from a thread attached to it.
+    let py = unsafe { Python::assume_attached() };
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `kwnames` is NULL or a tuple of str, and `args` holds
+        // `nargs` positional then `len(kwnames)` keyword values, all alive
+        // for the call; `slf` is the instance the descriptor checked.
+        let kwnames = (!kwnames.is_null())
+            .then(|| unsafe { Borrowed::from_ptr(py, kwnames).cast_unchecked::<PyTuple>() });
+        let nargs = usize::try_from(nargs).expect("CPython passes a count");
+        let total = nargs + kwnames.map_or(0, |names| names.len());
+        let values = if total == 0 {
+            &[][..]
+        } else {
+            // SAFETY: as above.
+            unsafe { std::slice::from_raw_parts(args, total) }
+        };
+        // SAFETY: as above.
+        let slf = unsafe { Borrowed::from_ptr(py, slf) };
+        let args = Args {
+            py,
+            method: M::QUALNAME,
+            values,
+            nargs,
+            kwnames,
+        };
+        M::call(&slf, &args)
+    }));
+    match outcome {
+        Ok(Ok(result)) => result.into_ptr(),
+        Ok(Err(err)) => {
+            err.restore(py);
+            std::ptr::null_mut()
+        }
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a Rust panic".to_owned());
+            PanicException::new_err(message).restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// Adds `M` to the class `ty` as a method. Its `PyMethodDef` must outlive
+/// the class, so it is leaked: once per method, at module initialization.
+pub(crate) fn install<M: FastMethod>(ty: &Bound<'_, PyType>) -> PyResult<()> {
+    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: M::NAME.as_ptr(),
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: trampoline::<M>,
+        },
+        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+        ml_doc: M::DOC.as_ptr(),
+    }));
+    // SAFETY: `ty` is a live type object and `def` is never freed.
+    let descr = unsafe {
+        Bound::from_owned_ptr_or_err(ty.py(), ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))?
+    };
+    let name = M::NAME
+        .to_str()
+        .expect("method names are ASCII identifiers");
+    ty.setattr(PyString::intern(ty.py(), name), descr)
+}
