@@ -180,9 +180,11 @@ impl FastMethod for SpanMethod {
 A new span of this call site (the disabled span if filtered out).
 Keywords are the declared fields, and `parent`.";
 
-    fn call<'py>(slf: &Bound<'py, PyAny>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+    type Class = Callsite;
+
+    fn call<'py>(slf: &Bound<'py, Callsite>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let site = slf.cast::<Callsite>()?.get();
+        let site = slf.get();
         args.positional([])?;
         if site.interest == Interest::Never {
             return Ok(Span::disabled_span(py)?.into_any());

@@ -4,7 +4,7 @@ use pykregistry_core::{Fields, Id, Level, Parent, Value};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
 
 use crate::errors::{InvalidSpanIdError, SpanNotFoundError};
 use crate::span::Span;
@@ -59,12 +59,12 @@ pub(crate) fn lookup_id(obj: &Bound<'_, PyAny>) -> PyResult<Option<Id>> {
 
 /// A level from a `Level`, an int 1..=5 or a case-insensitive name.
 pub(crate) fn level(obj: &Bound<'_, PyAny>) -> PyResult<Level> {
-    // The `Level` members themselves, by identity: the common case.
-    if let Some(members) = LEVELS.get(obj.py()) {
-        for (member, level) in members.bind(obj.py()).iter().zip(Level::ALL) {
-            if member.is(obj) {
-                return Ok(level);
-            }
+    // The common cases by identity: the `Level` members, and the lower-case
+    // names as literals in source (interned, so the same objects).
+    let table = levels(obj.py())?;
+    for (i, level) in Level::ALL.into_iter().enumerate() {
+        if table.members[i].is(obj) || table.names[i].is(obj) {
+            return Ok(level);
         }
     }
     if let Ok(s) = obj.cast::<PyString>() {
@@ -93,19 +93,34 @@ pub(crate) fn level(obj: &Bound<'_, PyAny>) -> PyResult<Level> {
     )))
 }
 
-static LEVELS: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+/// The Python objects that stand for each level, in `Level::ALL` order.
+struct LevelTable {
+    /// The `pykregistry.Level` members.
+    members: [Py<PyAny>; 5],
+    /// The interned lower-case names.
+    names: [Py<PyString>; 5],
+}
+
+static LEVELS: PyOnceLock<LevelTable> = PyOnceLock::new();
+
+fn levels(py: Python<'_>) -> PyResult<&LevelTable> {
+    LEVELS.get_or_try_init(py, || -> PyResult<_> {
+        let cls = py.import("pykregistry.level")?.getattr("Level")?;
+        let mut members = Vec::with_capacity(5);
+        for level in Level::ALL {
+            members.push(cls.call1((level as u8,))?.unbind());
+        }
+        Ok(LevelTable {
+            members: members.try_into().expect("five levels"),
+            names: Level::ALL
+                .map(|l| PyString::intern(py, &l.as_str().to_ascii_lowercase()).unbind()),
+        })
+    })
+}
 
 /// The `pykregistry.Level` member for `level`.
 pub(crate) fn level_to_py(py: Python<'_>, level: Level) -> PyResult<Bound<'_, PyAny>> {
-    let members = LEVELS.get_or_try_init(py, || -> PyResult<_> {
-        let cls = py.import("pykregistry.level")?.getattr("Level")?;
-        let members = Level::ALL
-            .iter()
-            .map(|l| cls.call1((*l as u8,)))
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok(PyTuple::new(py, members)?.unbind())
-    })?;
-    members.bind(py).get_item(level as usize - 1)
+    Ok(levels(py)?.members[level as usize - 1].bind(py).clone())
 }
 
 /// A `parent=` keyword as given; missing means `CURRENT` (a Python `None`

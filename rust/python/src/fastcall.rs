@@ -18,7 +18,8 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple, PyType};
+use pyo3::types::{PyString, PyTuple};
+use pyo3::PyClass;
 
 /// The arguments of one call, borrowed from the caller for its duration.
 pub(crate) struct Args<'a, 'py> {
@@ -108,6 +109,8 @@ pub(crate) fn is_keyword(
 
 /// A method called with vectorcall's arrays.
 pub(crate) trait FastMethod {
+    /// The class the method is installed in.
+    type Class: PyClass;
     /// The attribute name, as Python sees it.
     const NAME: &'static CStr;
     /// `Class.name`, for error messages.
@@ -115,7 +118,10 @@ pub(crate) trait FastMethod {
     /// The docstring, headed by the text signature (`name($self, ...)\n--\n\n`).
     const DOC: &'static CStr;
 
-    fn call<'py>(slf: &Bound<'py, PyAny>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>>;
+    fn call<'py>(
+        slf: &Bound<'py, Self::Class>,
+        args: &Args<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>>;
 }
 
 /// The C entry point of `M`: a Rust error becomes the raised exception, a
@@ -128,10 +134,10 @@ unsafe extern "C" fn trampoline<M: FastMethod>(
 ) -> *mut ffi::PyObject {
     // SAFETY: CPython calls methods from a thread attached to it.
     let py = unsafe { Python::assume_attached() };
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
+    guard(py, || {
         // SAFETY: `kwnames` is NULL or a tuple of str, and `args` holds
         // `nargs` positional then `len(kwnames)` keyword values, all alive
-        // for the call; `slf` is the instance the descriptor checked.
+        // for the call.
         let kwnames = (!kwnames.is_null())
             .then(|| unsafe { Borrowed::from_ptr(py, kwnames).cast_unchecked::<PyTuple>() });
         let nargs = usize::try_from(nargs).expect("CPython passes a count");
@@ -142,8 +148,9 @@ unsafe extern "C" fn trampoline<M: FastMethod>(
             // SAFETY: as above.
             unsafe { std::slice::from_raw_parts(args, total) }
         };
-        // SAFETY: as above.
-        let slf = unsafe { Borrowed::from_ptr(py, slf) };
+        // SAFETY: as above; a method descriptor calls only with an instance
+        // of its class (a subclass's too), which it checked.
+        let slf = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<M::Class>() };
         let args = Args {
             py,
             method: M::QUALNAME,
@@ -151,10 +158,19 @@ unsafe extern "C" fn trampoline<M: FastMethod>(
             nargs,
             kwnames,
         };
-        M::call(&slf, &args)
-    }));
-    match outcome {
-        Ok(Ok(result)) => result.into_ptr(),
+        M::call(&slf, &args).map(Bound::into_ptr)
+    })
+}
+
+/// Runs the body of a C entry point: an error becomes the raised exception
+/// (NULL), a panic a `PanicException` (never an unwind into the
+/// interpreter).
+pub(crate) fn guard(
+    py: Python<'_>,
+    body: impl FnOnce() -> PyResult<*mut ffi::PyObject>,
+) -> *mut ffi::PyObject {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(result)) => result,
         Ok(Err(err)) => {
             err.restore(py);
             std::ptr::null_mut()
@@ -171,9 +187,35 @@ unsafe extern "C" fn trampoline<M: FastMethod>(
     }
 }
 
+/// A builtin function (`PyCFunction`) for a C entry point, for class
+/// attributes that must not bind to an instance. Its `PyMethodDef` is
+/// leaked, as [`install`]'s.
+pub(crate) fn builtin<'py>(
+    py: Python<'py>,
+    name: &'static CStr,
+    meth: ffi::PyMethodDefPointer,
+    flags: std::ffi::c_int,
+    doc: &'static CStr,
+) -> PyResult<Bound<'py, PyAny>> {
+    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: meth,
+        ml_flags: flags,
+        ml_doc: doc.as_ptr(),
+    }));
+    // SAFETY: `def` is never freed; no self, no module.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyCFunction_NewEx(def, std::ptr::null_mut(), std::ptr::null_mut()),
+        )
+    }
+}
+
 /// Adds `M` to the class `ty` as a method. Its `PyMethodDef` must outlive
 /// the class, so it is leaked: once per method, at module initialization.
-pub(crate) fn install<M: FastMethod>(ty: &Bound<'_, PyType>) -> PyResult<()> {
+pub(crate) fn install<M: FastMethod>(py: Python<'_>) -> PyResult<()> {
+    let ty = py.get_type::<M::Class>();
     let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
         ml_name: M::NAME.as_ptr(),
         ml_meth: ffi::PyMethodDefPointer {
@@ -183,11 +225,10 @@ pub(crate) fn install<M: FastMethod>(ty: &Bound<'_, PyType>) -> PyResult<()> {
         ml_doc: M::DOC.as_ptr(),
     }));
     // SAFETY: `ty` is a live type object and `def` is never freed.
-    let descr = unsafe {
-        Bound::from_owned_ptr_or_err(ty.py(), ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))?
-    };
+    let descr =
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))? };
     let name = M::NAME
         .to_str()
         .expect("method names are ASCII identifiers");
-    ty.setattr(PyString::intern(ty.py(), name), descr)
+    ty.setattr(PyString::intern(py, name), descr)
 }

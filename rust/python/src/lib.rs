@@ -38,12 +38,11 @@ mod _native {
         m.add("CURRENT", convert::current_sentinel(py)?.clone_ref(py))?;
         m.add("GENERATIONS", crate::registry::Core::GENERATIONS)?;
         // The methods that take `**fields`, through vectorcall (see `fastcall`).
-        let registry = py.get_type::<crate::registry::PyRegistry>();
-        install::<crate::registry::SpanMethod>(&registry)?;
-        install::<crate::registry::EventMethod>(&registry)?;
-        install::<crate::registry::RecordMethod>(&registry)?;
-        install::<crate::span::RecordMethod>(&py.get_type::<crate::span::Span>())?;
-        install::<crate::callsite::SpanMethod>(&py.get_type::<crate::callsite::Callsite>())?;
+        install::<crate::registry::SpanMethod>(py)?;
+        install::<crate::registry::EventMethod>(py)?;
+        install::<crate::registry::RecordMethod>(py)?;
+        install::<crate::span::RecordMethod>(py)?;
+        install::<crate::callsite::SpanMethod>(py)?;
         Ok(())
     }
 }

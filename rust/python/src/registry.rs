@@ -548,8 +548,12 @@ impl FastMethod for SpanMethod {
 Creates a span and returns a handle owning its one reference (or the
 disabled span, if the filter turns it away).";
 
-    fn call<'py>(slf: &Bound<'py, PyAny>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
-        let slf = slf.cast::<PyRegistry>()?;
+    type Class = PyRegistry;
+
+    fn call<'py>(
+        slf: &Bound<'py, PyRegistry>,
+        args: &Args<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let name = str_arg(args, "name")?;
         let span_args = SpanArgs::from_keywords(args)?;
         Ok(PyRegistry::make_span(slf, &name, span_args, true)?.into_any())
@@ -568,8 +572,12 @@ impl FastMethod for EventMethod {
 
 Emits an event: a point in time that layers' `on_event` sees.";
 
-    fn call<'py>(slf: &Bound<'py, PyAny>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
-        let slf = slf.cast::<PyRegistry>()?;
+    type Class = PyRegistry;
+
+    fn call<'py>(
+        slf: &Bound<'py, PyRegistry>,
+        args: &Args<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let message = str_arg(args, "message")?;
         let span_args = SpanArgs::from_keywords(args)?;
         slf.get().emit(slf.py(), &message, span_args)?;
@@ -588,8 +596,12 @@ impl FastMethod for RecordMethod {
 
 Records (adds or replaces) fields on a live span.";
 
-    fn call<'py>(slf: &Bound<'py, PyAny>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
-        let slf = slf.cast::<PyRegistry>()?;
+    type Class = PyRegistry;
+
+    fn call<'py>(
+        slf: &Bound<'py, PyRegistry>,
+        args: &Args<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let [id] = args.positional(["id"])?;
         let id = convert::span_id(&id)?;
         let values = convert::fields_from_items(

@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pykregistry_core::{Fields, Id, Value};
 use pyo3::exceptions::PyException;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyType;
+use pyo3::types::{PyBool, PyType};
 
 use crate::convert;
 use crate::errors::closed;
-use crate::fastcall::{Args, FastMethod};
+use crate::fastcall::{self, Args, FastMethod};
 use crate::registry::{release, PyRegistry};
 use crate::span_ref::SpanRef;
 
@@ -50,32 +51,60 @@ pub(crate) struct DisabledSpan;
 #[pymethods]
 impl DisabledSpan {
     #[classattr]
-    fn __enter__(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyCFunction>> {
-        pyo3::wrap_pyfunction!(disabled_enter, py)
+    fn __enter__(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        fastcall::builtin(
+            py,
+            c"__enter__",
+            ffi::PyMethodDefPointer {
+                PyCFunction: disabled_enter,
+            },
+            ffi::METH_NOARGS,
+            c"__enter__()\n--\n\nThe disabled span.",
+        )
     }
 
     #[classattr]
-    fn __exit__(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyCFunction>> {
-        pyo3::wrap_pyfunction!(disabled_exit, py)
+    fn __exit__(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+        fastcall::builtin(
+            py,
+            c"__exit__",
+            ffi::PyMethodDefPointer {
+                PyCFunctionFast: disabled_exit,
+            },
+            ffi::METH_FASTCALL,
+            c"__exit__(exc_type, exc, tb, /)\n--\n\nNothing to exit; exceptions propagate.",
+        )
     }
 }
 
 /// `DisabledSpan.__enter__`: the disabled span.
-#[pyfunction]
-fn disabled_enter(py: Python<'_>) -> PyResult<Bound<'_, Span>> {
-    Span::disabled_span(py)
+unsafe extern "C" fn disabled_enter(
+    _module: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls functions from a thread attached to it.
+    let py = unsafe { Python::assume_attached() };
+    fastcall::guard(py, || Span::disabled_span(py).map(Bound::into_ptr))
 }
 
-/// `DisabledSpan.__exit__`: nothing to exit; exceptions propagate.
-#[pyfunction]
-#[pyo3(signature = (exc_type, exc, tb, /))]
-fn disabled_exit(
-    exc_type: &Bound<'_, PyAny>,
-    exc: &Bound<'_, PyAny>,
-    tb: &Bound<'_, PyAny>,
-) -> bool {
-    let _ = (exc_type, exc, tb);
-    false
+/// `DisabledSpan.__exit__(exc_type, exc, tb)`: nothing to exit; returns
+/// `False`, so exceptions propagate.
+unsafe extern "C" fn disabled_exit(
+    _module: *mut ffi::PyObject,
+    _args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    // SAFETY: as `disabled_enter`.
+    let py = unsafe { Python::assume_attached() };
+    fastcall::guard(py, || {
+        if nargs == 3 {
+            Ok(PyBool::new(py, false).to_owned().into_ptr())
+        } else {
+            Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "__exit__() takes 3 positional arguments ({nargs} given)"
+            )))
+        }
+    })
 }
 
 static DISABLED: PyOnceLock<Py<Span>> = PyOnceLock::new();
@@ -359,9 +388,11 @@ impl FastMethod for RecordMethod {
 Records (adds or replaces) fields on the span: `record(\"key\", value)` or
 `record(key=value, ...)`. Does nothing on the disabled span.";
 
-    fn call<'py>(slf: &Bound<'py, PyAny>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
+    type Class = Span;
+
+    fn call<'py>(slf: &Bound<'py, Span>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let span = slf.cast::<Span>()?.get();
+        let span = slf.get();
         let positional = args.positional_values();
         if !matches!(positional.len(), 0 | 2) {
             return Err(pyo3::exceptions::PyTypeError::new_err(format!(
