@@ -318,7 +318,7 @@ class _Plan:
             return bare()
 
     def record_return(self, span: Span, value: object) -> None:
-        span.record(**{_RETURN: value})
+        span.record(_RETURN, value)
 
 
 def _named(func: Callable[..., Any]) -> Any:
@@ -428,8 +428,9 @@ def _unbuilt(*args: Any, **kwargs: Any) -> Span:
 
 
 def _function(func: Callable[..., Any], plan: _Plan) -> Callable[..., Any]:
-    if plan.ret or not plan.err:
+    if not plan.err:
         return _function_general(func, plan)
+    ret = plan.ret
     # Set at the first call (`on`: whether spans can be enabled at all).
     on: bool | None = None
     extract: Callable[..., Span] = _unbuilt
@@ -443,8 +444,11 @@ def _function(func: Callable[..., Any], plan: _Plan) -> Callable[..., Any]:
                 on = plan.enabled
             if not on:
                 return func(*args, **kwargs)
-            with bare():
-                return func(*args, **kwargs)
+            with bare() as span:
+                result = func(*args, **kwargs)
+                if ret:
+                    span.record(_RETURN, result)
+                return result
 
         return instrumented
 
@@ -461,25 +465,18 @@ def _function(func: Callable[..., Any], plan: _Plan) -> Callable[..., Any]:
         except TypeError:
             span = bare()
         with span:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            if ret:
+                span.record(_RETURN, result)
+            return result
 
     return instrumented_args
 
 
 def _function_general(func: Callable[..., Any], plan: _Plan) -> Callable[..., Any]:
+    """``err=False``: an exception leaves the span unrecorded, so the span is
+    exited by hand rather than by a ``with``."""
     ret, err = plan.ret, plan.err
-    if err:  # so ret: a `with` records the exception
-
-        def instrumented_ret(*args: Any, **kwargs: Any) -> Any:
-            plan.build()
-            if not plan.enabled:
-                return func(*args, **kwargs)
-            with plan.start(args, kwargs) as span:
-                result = func(*args, **kwargs)
-                span.record(**{_RETURN: result})
-                return result
-
-        return instrumented_ret
 
     def instrumented(*args: Any, **kwargs: Any) -> Any:
         plan.build()

@@ -250,6 +250,37 @@ def test_instrument_ret_records_the_return_value(reg: Registry, spans: Spans) ->
     ]
 
 
+def test_instrument_ret_without_arguments_and_when_raising(
+    reg: Registry, spans: Spans
+) -> None:
+    # Both shapes of sync wrapper (no recorded argument / recorded ones):
+    # the return value is recorded only when there is one.
+    @instrument(registry=reg, ret=True)
+    def bare(fail: bool = False) -> int:
+        if fail:
+            raise LookupError("no")
+        return 7
+
+    @instrument(registry=reg, ret=True, args=False)
+    def none() -> str:
+        return "v"
+
+    assert bare() == 7
+    assert none() == "v"
+    with pytest.raises(LookupError):
+        bare(True)
+    assert [s["fields"] for s in spans.closed] == [
+        {"fail": False, "return": 7},
+        {"return": "v"},
+        {
+            "fail": True,
+            "error": True,
+            "exception.type": "LookupError",
+            "exception.message": "no",
+        },
+    ]
+
+
 def test_instrument_spans_nest_and_are_current(reg: Registry, spans: Spans) -> None:
     @instrument(registry=reg)
     def inner() -> str | None:

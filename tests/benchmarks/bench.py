@@ -124,6 +124,12 @@ def cases() -> dict[str, Callable[[], None]]:
             pass
 
     def p3_filtered_span() -> None:
+        with filtered.span("x", level="trace"):
+            pass
+
+    def p3_filtered_span_enum() -> None:
+        # On CPython < 3.12 the enum's metaclass `__getattr__` makes
+        # `Level.TRACE` itself cost ~55 ns; the row shows it.
         with filtered.span("x", level=pykregistry.Level.TRACE):
             pass
 
@@ -134,7 +140,12 @@ def cases() -> dict[str, Callable[[], None]]:
     def plain() -> None:
         return None
 
+    def plain1(x: int) -> int:
+        return x
+
     instrumented = pykregistry.instrument(registry=reg)(plain)
+    instrumented_ret = pykregistry.instrument(registry=reg, ret=True)(plain)
+    instrumented_arg = pykregistry.instrument(registry=reg)(plain1)
     filtered_instrumented = pykregistry.instrument(registry=filtered, level="trace")(plain)
 
     def plain_call() -> None:
@@ -142,6 +153,12 @@ def cases() -> dict[str, Callable[[], None]]:
 
     def p4_instrumented_call() -> None:
         instrumented()
+
+    def p4_instrumented_ret() -> None:
+        instrumented_ret()
+
+    def p4_instrumented_arg() -> None:
+        instrumented_arg(1)
 
     def p4_filtered_instrumented_call() -> None:
         filtered_instrumented()
@@ -158,9 +175,12 @@ def cases() -> dict[str, Callable[[], None]]:
         "int API new/enter/exit/close": int_api,
         "callsite.span()": callsite_span,
         "P3 filtered out, callsite": p3_filtered_callsite,
-        "P3 filtered out, reg.span(level=)": p3_filtered_span,
+        "P3 filtered out, reg.span(level=str)": p3_filtered_span,
+        "P3 filtered out, level=Level.TRACE": p3_filtered_span_enum,
         "plain call f()": plain_call,
         "P4 @instrument f()": p4_instrumented_call,
+        "P4 @instrument(ret=True) f()": p4_instrumented_ret,
+        "P4 @instrument f(x), x recorded": p4_instrumented_arg,
         "P4 @instrument f(), filtered out": p4_filtered_instrumented_call,
         "pure-Python registry": pure_python,
     }
