@@ -1,9 +1,9 @@
 //! `pykregistry.Registry`: the integer-ID API of SPEC section 4.
 
-use pykregistry_core::{Attrs, Fields, Filter, Id, Level, Op, Parent};
-use pyo3::exceptions::PyTypeError;
 use std::ffi::CStr;
 
+use pykregistry_core::{Attrs, Fields, Filter, Id, Level, Op, Parent};
+use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -235,6 +235,54 @@ impl PyRegistry {
             Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
         });
         Ok(Some(id))
+    }
+
+    /// `Registry.event`'s work. Without a layer to see it, an event only
+    /// checks its parent: no context read, no caller lookup, no filter, and
+    /// its field values are never read.
+    fn emit(
+        &self,
+        py: Python<'_>,
+        message: &Bound<'_, PyString>,
+        args: SpanArgs<'_>,
+    ) -> PyResult<()> {
+        let wanted = self.core.hooks().hooks(Step::Event);
+        let current = || {
+            if wanted {
+                self.stack.current(py)
+            } else {
+                Ok(None)
+            }
+        };
+        let parent = match convert::parent(args.parent.as_ref(), self.core.uid(), current)? {
+            Parent::Root | Parent::Contextual(None) => None,
+            Parent::Contextual(Some(id)) => Some(id),
+            Parent::Explicit(id) => {
+                self.core.live_slot(id, Op::Event).map_err(RegistryError)?;
+                Some(id)
+            }
+        };
+        if !wanted {
+            return Ok(());
+        }
+        let target = match args.target {
+            Some(t) => t.to_str()?.to_owned(),
+            None => caller_module(py).map(|t| t.to_string()).unwrap_or_default(),
+        };
+        if !self.admit(args.level, &target, parent, None).0 {
+            return Ok(());
+        }
+        let event = Event {
+            message: message.clone().unbind(),
+            level: args.level,
+            target,
+            parent_id: parent,
+            fields: convert::fields_from_items(args.fields)?,
+        };
+        self.core
+            .hooks()
+            .dispatch(py, Step::Event, || Ok((Bound::new(py, event)?,)));
+        Ok(())
     }
 
     /// A handle on a new span, or the disabled span.
@@ -482,56 +530,6 @@ impl PyRegistry {
 
     fn __repr__(&self) -> String {
         format!("Registry(len={})", self.core.len())
-    }
-}
-
-impl PyRegistry {
-    /// `Registry.event`'s work. Without a layer to see it, an event only
-    /// checks its parent: no context read, no caller lookup, no filter, and
-    /// its field values are never read.
-    fn emit(
-        &self,
-        py: Python<'_>,
-        message: &Bound<'_, PyString>,
-        args: SpanArgs<'_>,
-    ) -> PyResult<()> {
-        let wanted = self.core.hooks().hooks(Step::Event);
-        let current = || {
-            if wanted {
-                self.stack.current(py)
-            } else {
-                Ok(None)
-            }
-        };
-        let parent = match convert::parent(args.parent.as_ref(), self.core.uid(), current)? {
-            Parent::Root | Parent::Contextual(None) => None,
-            Parent::Contextual(Some(id)) => Some(id),
-            Parent::Explicit(id) => {
-                self.core.live_slot(id, Op::Event).map_err(RegistryError)?;
-                Some(id)
-            }
-        };
-        if !wanted {
-            return Ok(());
-        }
-        let target = match args.target {
-            Some(t) => t.to_str()?.to_owned(),
-            None => caller_module(py).map(|t| t.to_string()).unwrap_or_default(),
-        };
-        if !self.admit(args.level, &target, parent, None).0 {
-            return Ok(());
-        }
-        let event = Event {
-            message: message.clone().unbind(),
-            level: args.level,
-            target,
-            parent_id: parent,
-            fields: convert::fields_from_items(args.fields)?,
-        };
-        self.core
-            .hooks()
-            .dispatch(py, Step::Event, || Ok((Bound::new(py, event)?,)));
-        Ok(())
     }
 }
 
