@@ -8,7 +8,7 @@
 #   make proofs    loom models of the core's races, and miri over the core's tests
 #   make long      the slow runs: long hypothesis profile, 10k proptest cases, 10M cycles, exhaustive loom
 #   make demo      install, then python -m pykregistry demo
-#   make bench     install, then the benchmark table (tests/benchmarks/bench.py)
+#   make bench     install, then the benchmark table (python -m pykregistry bench)
 
 # The interpreter to build for and test with; `make test PYTHON=python3.12`.
 PYTHON ?= $(shell command -v python3 2>/dev/null || command -v python)
@@ -62,11 +62,7 @@ demo: install
 	$(PYTHON) -m pykregistry demo
 
 bench: install
-	@if [ -f tests/benchmarks/bench.py ]; then \
-		$(PYTHON) tests/benchmarks/bench.py; \
-	else \
-		echo "no benchmark yet: tests/benchmarks/bench.py does not exist"; \
-	fi
+	$(PYTHON) -m pykregistry bench
 
 # Loom swaps the core's atomics for its own (rust/core/src/sync.rs). RUSTFLAGS
 # replaces the pyo3 flags of .cargo/config.toml, hence a target dir of its own.

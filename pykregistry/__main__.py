@@ -5,6 +5,9 @@ threads, two asyncio tasks, an exception caught inside a span — records it
 with a :class:`~pykregistry.tree.TreeRecorder` layer and prints the span
 tree. It exits non-zero if a span leaked or a layer failed, so it doubles as
 a smoke test of an installation.
+
+``bench`` prints the side-by-side performance table
+(:mod:`pykregistry.bench`).
 """
 
 from __future__ import annotations
@@ -40,9 +43,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--ids", action="store_true", help="show span IDs and sequence numbers")
     demo.add_argument("--ascii", action="store_true", help="draw the tree with ASCII only")
     demo.set_defaults(run=_demo)
+    bench = commands.add_parser(
+        "bench",
+        help="print the side-by-side performance table",
+        description=(
+            "Time a span's with-block and its variants against an empty `with CM():`, "
+            "a plain call and the OpenTelemetry SDK (if installed), as ratios in one run."
+        ),
+    )
+    bench.set_defaults(run=_bench)
+    from pykregistry import bench as bench_module
+
+    bench_module.add_arguments(bench)
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     return run(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pykregistry import bench
+
+    return bench.run(args)
 
 
 # === demo ===

@@ -250,9 +250,7 @@ def test_instrument_ret_records_the_return_value(reg: Registry, spans: Spans) ->
     ]
 
 
-def test_instrument_ret_without_arguments_and_when_raising(
-    reg: Registry, spans: Spans
-) -> None:
+def test_instrument_ret_without_arguments_and_when_raising(reg: Registry, spans: Spans) -> None:
     # Both shapes of sync wrapper (no recorded argument / recorded ones):
     # the return value is recorded only when there is one.
     @instrument(registry=reg, ret=True)

@@ -1,0 +1,65 @@
+"""The command line, ``python -m pykregistry``: what it prints and returns
+(never how fast: the bench's numbers are only checked for their shape)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from pykregistry.__main__ import main
+
+
+def test_cli_demo_prints_the_tree_and_no_leak(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--ascii"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("pykregistry demo: ")
+    assert "live spans after the workload: len(registry) = 0" in out
+
+
+def test_cli_bench_prints_every_case_with_its_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--rounds", "1", "--number", "40"]) == 0
+    out = capsys.readouterr().out
+    rows = {
+        m.group(1).strip(): [float(x) for x in m.group(2, 3, 4, 5)]
+        for m in re.finditer(r"^(.{36}) +(\d+) +([\d.]+) +([\d.]+) +([\d.]+)$", out, re.M)
+    }
+    for case in (
+        "empty with CM()",
+        "P1 with reg.span('x')",
+        "P3 filtered out, callsite",
+        "P3 filtered out, reg.span(level=str)",
+        "P4 @instrument(ret=True) f()",
+        "plain call f()",
+    ):
+        assert case in rows, f"no row for {case!r} in:\n{out}"
+    # Each row's ratios are its own median over the three baselines.
+    for case, values in rows.items():
+        assert all(v > 0 for v in values), case
+    assert rows["empty with CM()"][1] == 1.0
+    assert rows["P1 with reg.span('x')"][2] == 1.0
+    assert rows["plain call f()"][3] == 1.0
+    assert "memory per live span held by a handle:" in out
+
+
+def test_cli_bench_refuses_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--rounds", "0"]) == 2
+    assert "--rounds must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", "--number", "many"])
+    assert exited.value.code == 2
+
+
+def test_cli_runs_as_a_module() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pykregistry", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "demo" in done.stdout
+    assert "bench" in done.stdout
