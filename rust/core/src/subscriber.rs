@@ -122,11 +122,11 @@ impl<H: Hooks, C: Config + Send + Sync + 'static> Subscriber for Registry<H, C> 
 
     fn enter(&self, span: &TracingId) {
         let id = Id::from(span);
-        if self.live_slot(id, crate::Op::Enter).is_err() {
-            return;
-        }
+        // A duplicate entry needs no check: this stack holds a reference, so
+        // the span is live. A first entry takes a reference, which fails if
+        // the span is not live: then the push is undone (nothing else can
+        // have seen this thread's stack in between).
         if self.with_stack(|s| s.push(id)) == Some(true) && self.clone_span(id).is_err() {
-            // Closed between the check and the clone: undo the push.
             self.with_stack(|s| s.pop(id));
         }
     }
