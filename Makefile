@@ -9,6 +9,7 @@
 #   make long      the slow runs: long hypothesis profile, 10k proptest cases, 10M cycles, exhaustive loom
 #   make demo      install, then python -m pykregistry demo
 #   make bench     install, then the benchmark table (python -m pykregistry bench)
+#   make bench-rust  criterion: the core vs tracing-subscriber (P6), 1 vs 2 threads (P7)
 
 # The interpreter to build for and test with; `make test PYTHON=python3.12`.
 PYTHON ?= $(shell command -v python3 2>/dev/null || command -v python)
@@ -17,7 +18,7 @@ CARGO ?= cargo
 export PYO3_PYTHON ?= $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-rust test-python lint demo bench proofs test-loom test-miri long \
+.PHONY: help install test test-rust test-python lint demo bench bench-rust proofs test-loom test-miri long \
 	lint-rustfmt lint-clippy lint-ruff lint-ruff-format lint-mypy lint-stubtest
 
 help:
@@ -63,6 +64,9 @@ demo: install
 
 bench: install
 	$(PYTHON) -m pykregistry bench
+
+bench-rust:
+	$(CARGO) bench -p pykregistry-core --bench lifecycle
 
 # Loom swaps the core's atomics for its own (rust/core/src/sync.rs). RUSTFLAGS
 # replaces the pyo3 flags of .cargo/config.toml, hence a target dir of its own.
