@@ -425,3 +425,54 @@ def test_layer_event_repr_and_fields(reg: Registry) -> None:
     assert isinstance(event, pykregistry.Event)
     assert event.fields == {"k": "v"}
     assert repr(event) == "Event('msg', level=Level.ERROR, target='t', parent=None)"
+
+
+def test_layer_holding_its_registry_is_garbage_collected() -> None:
+    # registry -> layer -> registry (and -> a callsite -> registry) is a
+    # cycle: the registry shows its layers to the collector and drops them
+    # when it breaks the cycle, so neither object outlives its last user.
+    import weakref
+
+    class Keeper:
+        def __init__(self, reg: Registry) -> None:
+            self.reg = reg
+            self.site = reg.callsite("kept")
+            self.closed: list[str] = []
+
+        def on_close(self, span: SpanRef) -> None:
+            self.closed.append(span.name)
+
+    reg = Registry()
+    keeper = Keeper(reg)
+    reg.add_layer(keeper)
+    with keeper.site.span(), reg.span("a"):
+        pass
+    assert keeper.closed == ["a", "kept"]
+    gone = weakref.ref(keeper)
+    del reg, keeper
+    gc.collect()
+    assert gone() is None
+
+
+def test_layer_cycle_collected_while_another_registry_keeps_working() -> None:
+    import weakref
+
+    class Keeper:
+        reg: Registry
+
+        def on_enter(self, span: SpanRef) -> None:
+            pass
+
+    survivors = Registry(layers=[Keeper()])
+    for _ in range(3):
+        keeper = Keeper()
+        reg = Registry(layers=[keeper])
+        keeper.reg = reg
+        gone = weakref.ref(keeper)
+        del reg, keeper
+        gc.collect()
+        assert gone() is None
+    with survivors.span("still") as s:
+        assert s.ref is not None
+    assert len(survivors.layers) == 1
+    assert len(survivors) == 0

@@ -5,9 +5,9 @@ use std::ffi::CStr;
 
 use pykregistry_core::Level;
 use pyo3::exceptions::PyTypeError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::convert;
 use crate::fastcall::{is_keyword, Args, FastMethod};
@@ -104,6 +104,11 @@ impl Callsite {
 
 #[pymethods]
 impl Callsite {
+    /// A call site held by a layer of its own registry is a cycle.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.registry)
+    }
+
     #[new]
     #[pyo3(signature = (name, /, *, target = None, level = None, fields = None, registry = None))]
     fn py_new(

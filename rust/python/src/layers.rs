@@ -13,7 +13,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use pykregistry_core::{Config, Hooks, Id, SpanData};
 use pyo3::prelude::*;
-use pyo3::BoundObject;
+use pyo3::{BoundObject, PyTraverseError, PyVisit};
 
 use crate::ext::SpanExt;
 use crate::span_ref::SpanRef;
@@ -89,6 +89,34 @@ impl Layers {
         });
         *layers = Arc::new(next);
         Ok(())
+    }
+
+    /// Visits every layer and hook for the garbage collector, so that a
+    /// layer holding its registry (a cycle) can be collected.
+    pub(crate) fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // `add` and `clear` hold the lock only while swapping lists, never
+        // across Python code, so it is free whenever the collector runs; if
+        // it were not, skipping one pass would only delay a collection.
+        let Ok(list) = self.list.try_read() else {
+            return Ok(());
+        };
+        for layer in list.iter() {
+            visit.call(&layer.object)?;
+            for method in layer.methods.iter().flatten() {
+                visit.call(method)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every layer: the garbage collector breaking a cycle.
+    pub(crate) fn clear(&self) {
+        let old = std::mem::take(&mut *self.list.write().unwrap_or_else(PoisonError::into_inner));
+        for hooked in &self.hooked {
+            hooked.store(false, Ordering::Release);
+        }
+        // Dropped with the lock released: a layer's `__del__` may add one.
+        drop(old);
     }
 
     pub(crate) fn objects<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyAny>> {

@@ -4,9 +4,9 @@ use std::ffi::CStr;
 
 use pykregistry_core::{Attrs, Fields, Filter, Id, Level, Op, Parent};
 use pyo3::exceptions::PyTypeError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
+use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::callsite::Callsite;
 use crate::context::ContextStack;
@@ -436,6 +436,14 @@ impl PyRegistry {
         py.import("pykregistry.instrumentation")?
             .getattr("instrument")?
             .call(args, Some(&kwargs))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.core.hooks().traverse(&visit)
+    }
+
+    fn __clear__(&self) {
+        self.core.hooks().clear();
     }
 
     /// Adds a layer; it sees every step from now on.
