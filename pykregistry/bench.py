@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import contextvars
 import gc
+import importlib
 import itertools
 import os
 import statistics
 import sys
 import timeit
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pykregistry
 
@@ -188,9 +190,9 @@ def cases() -> dict[str, Callable[[], None]]:
         "pure-Python registry": pure_python,
     }
     try:
-        from opentelemetry.sdk.trace import TracerProvider
-
-        tracer = TracerProvider().get_tracer("bench")
+        # Optional, and untyped where it is missing: imported by name.
+        sdk_trace: Any = importlib.import_module("opentelemetry.sdk.trace")
+        tracer = sdk_trace.TracerProvider().get_tracer("bench")
 
         def otel() -> None:
             with tracer.start_as_current_span("x"):
