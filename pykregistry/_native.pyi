@@ -5,6 +5,8 @@ module is private. These stubs are written by hand and checked against the
 compiled module by ``python -m mypy.stubtest pykregistry._native``.
 """
 
+import os
+import pathlib
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal, TypeAlias, TypeVar, final, overload, type_check_only
@@ -20,9 +22,11 @@ __all__ = [
     "DisabledSpan",
     "Entered",
     "Event",
+    "JsonLines",
     "Registry",
     "Span",
     "SpanRef",
+    "_flush_json_lines",
 ]
 
 _LevelLike: TypeAlias = Level | str | int
@@ -453,6 +457,67 @@ class Event:
     @property
     def fields(self) -> dict[str, object]:
         """A copy of the event's fields."""
+
+@final
+class JsonLines:
+    """A built-in layer that writes every span as it closes, and every event,
+    as one JSON object per line (JSON Lines). Add it like any layer:
+    ``Registry(layers=[JsonLines("trace.jsonl")])``.
+
+    Spans: ``{"type": "span", "id", "parent_id", "name", "target", "level",
+    "start_time_ns", "end_time_ns", "busy_ns", "idle_ns", "fields"}``; events:
+    ``{"type": "event", "time_ns", "message", "target", "level",
+    "parent_id", "fields"}``. Times are ns since the epoch, durations ns;
+    levels are ``"TRACE"`` .. ``"ERROR"``; integers of any size are numbers,
+    NaN and infinities ``null``. It is native: no Python object is made per
+    span. Lines are buffered (64 KiB): :meth:`flush` writes them out,
+    :meth:`close` (or leaving a ``with`` block) flushes and closes, and what
+    is buffered at interpreter exit is flushed then. A line that cannot be
+    written is counted in :attr:`write_errors` (the first is reported to
+    ``sys.unraisablehook``); it never raises into the program.
+    """
+
+    def __new__(
+        cls, path: str | os.PathLike[str], /, *, append: bool = False, events: bool = True
+    ) -> JsonLines:
+        """Opens ``path`` for writing, truncating it unless ``append``;
+        ``events=False`` writes spans only. ``OSError`` if it cannot be
+        opened."""
+
+    def flush(self) -> None:
+        """Writes buffered lines to the file."""
+
+    def close(self) -> None:
+        """Flushes and closes the file; later spans and events are not
+        written. A second call does nothing."""
+
+    @property
+    def path(self) -> pathlib.Path:
+        """The file's path."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+
+    @property
+    def events(self) -> bool:
+        """Whether events are written."""
+
+    @property
+    def write_errors(self) -> int:
+        """How many lines could not be written."""
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Literal[False]: ...
+
+def _flush_json_lines() -> None:
+    """Flushes every open :class:`JsonLines` (registered with ``atexit``)."""
 
 @final
 class Callsite:

@@ -45,6 +45,16 @@ pub(crate) fn now() -> u64 {
     clock().source.raw()
 }
 
+/// Wall-clock time (ns since the epoch) of raw reading `raw`.
+pub(crate) fn wall(raw: u64) -> u64 {
+    let c = clock();
+    if raw >= c.anchor_raw {
+        c.anchor_wall_ns.saturating_add(nanos(c.anchor_raw, raw))
+    } else {
+        c.anchor_wall_ns.saturating_sub(nanos(raw, c.anchor_raw))
+    }
+}
+
 /// Nanoseconds from raw reading `from` to raw reading `to`, never negative.
 fn nanos(from: u64, to: u64) -> u64 {
     if to <= from {
@@ -148,14 +158,6 @@ impl SpanExt {
     }
 
     pub(crate) fn timings(&self) -> Timings {
-        let c = clock();
-        let wall = |raw: u64| {
-            if raw >= c.anchor_raw {
-                c.anchor_wall_ns.saturating_add(nanos(c.anchor_raw, raw))
-            } else {
-                c.anchor_wall_ns.saturating_sub(nanos(raw, c.anchor_raw))
-            }
-        };
         let closed = self.closed.load(Ordering::Relaxed);
         let mut busy = self.busy.load(Ordering::Relaxed);
         let mut idle = self.idle.load(Ordering::Relaxed);

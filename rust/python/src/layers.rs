@@ -15,7 +15,9 @@ use pykregistry_core::{Config, Hooks, Id, SpanData};
 use pyo3::prelude::*;
 use pyo3::{BoundObject, PyTraverseError, PyVisit};
 
+use crate::event::Event;
 use crate::ext::SpanExt;
+use crate::jsonlines::{JsonLines, Sink};
 use crate::span_ref::SpanRef;
 
 /// The lifecycle steps a layer can hook.
@@ -49,9 +51,16 @@ struct Layer {
 #[derive(Default)]
 pub(crate) struct Layers {
     list: RwLock<Arc<Vec<Layer>>>,
-    /// Per step, whether any layer hooks it: the fast path checks only this.
+    /// Per step, whether any Python layer hooks it: the fast path checks
+    /// only this.
     hooked: [AtomicBool; 7],
     errors: AtomicU64,
+    /// The built-in native layers (`JsonLines`), written to without any
+    /// Python object; also in `list`, so `Registry.layers` shows them.
+    sinks: RwLock<Arc<Vec<Arc<Sink>>>>,
+    /// Whether `sinks` has any sink, and any that writes events.
+    sinks_on: AtomicBool,
+    sink_events: AtomicBool,
 }
 
 impl Layers {
@@ -66,6 +75,17 @@ impl Layers {
                 }
                 methods[i] = Some(m.unbind());
             }
+        }
+        if let Ok(json) = object.cast::<JsonLines>() {
+            let sink = Arc::clone(&json.get().sink);
+            let mut sinks = self.sinks.write().unwrap_or_else(PoisonError::into_inner);
+            let mut next: Vec<Arc<Sink>> = sinks.iter().cloned().collect();
+            if sink.events {
+                self.sink_events.store(true, Ordering::Release);
+            }
+            next.push(sink);
+            *sinks = Arc::new(next);
+            self.sinks_on.store(true, Ordering::Release);
         }
         let mut layers = self.list.write().unwrap_or_else(PoisonError::into_inner);
         let mut next: Vec<Layer> = layers
@@ -115,6 +135,9 @@ impl Layers {
         for hooked in &self.hooked {
             hooked.store(false, Ordering::Release);
         }
+        self.sinks_on.store(false, Ordering::Release);
+        self.sink_events.store(false, Ordering::Release);
+        std::mem::take(&mut *self.sinks.write().unwrap_or_else(PoisonError::into_inner));
         // Dropped with the lock released: a layer's `__del__` may add one.
         drop(old);
     }
@@ -127,6 +150,23 @@ impl Layers {
     #[inline]
     pub(crate) fn hooks(&self, step: Step) -> bool {
         self.hooked[step as usize].load(Ordering::Acquire)
+    }
+
+    /// Whether a built-in layer writes events.
+    #[inline]
+    pub(crate) fn sinks_want_events(&self) -> bool {
+        self.sink_events.load(Ordering::Acquire)
+    }
+
+    /// Hands an event to the built-in layers that write events.
+    pub(crate) fn write_event(&self, py: Python<'_>, event: &Event) {
+        if !self.sinks_want_events() {
+            return;
+        }
+        let sinks = Arc::clone(&self.sinks.read().unwrap_or_else(PoisonError::into_inner));
+        for sink in sinks.iter().filter(|s| s.events) {
+            sink.write_event(py, event);
+        }
     }
 
     pub(crate) fn errors(&self) -> u64 {
@@ -177,6 +217,12 @@ impl Hooks for Layers {
         span: &SpanData<SpanExt>,
     ) {
         span.ext().on_close();
+        if self.sinks_on.load(Ordering::Acquire) {
+            let sinks = Arc::clone(&self.sinks.read().unwrap_or_else(PoisonError::into_inner));
+            for sink in sinks.iter() {
+                sink.write_span(id, span);
+            }
+        }
         if !self.hooks(Step::Close) {
             return;
         }

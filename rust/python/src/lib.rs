@@ -9,6 +9,7 @@ mod errors;
 mod event;
 mod ext;
 mod fastcall;
+mod jsonlines;
 mod layers;
 mod registry;
 mod span;
@@ -20,11 +21,14 @@ use pyo3::prelude::*;
 mod _native {
     use super::{convert, Bound, PyModule, PyModuleMethods, PyResult};
     use crate::fastcall::install;
+    use pyo3::types::PyAnyMethods;
 
     #[pymodule_export]
     use crate::callsite::Callsite;
     #[pymodule_export]
     use crate::event::Event;
+    #[pymodule_export]
+    use crate::jsonlines::{_flush_json_lines, JsonLines};
     #[pymodule_export]
     use crate::registry::PyRegistry;
     #[pymodule_export]
@@ -43,6 +47,10 @@ mod _native {
         install::<crate::registry::RecordMethod>(py)?;
         install::<crate::span::RecordMethod>(py)?;
         install::<crate::callsite::SpanMethod>(py)?;
+        // Lines still buffered at exit are written then.
+        py.import("atexit")?
+            .getattr("register")?
+            .call1((m.getattr("_flush_json_lines")?,))?;
         Ok(())
     }
 }

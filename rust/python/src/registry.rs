@@ -246,7 +246,8 @@ impl PyRegistry {
         message: &Bound<'_, PyString>,
         args: SpanArgs<'_>,
     ) -> PyResult<()> {
-        let wanted = self.core.hooks().hooks(Step::Event);
+        let hooks = self.core.hooks();
+        let wanted = hooks.hooks(Step::Event) || hooks.sinks_want_events();
         let current = || {
             if wanted {
                 self.stack.current(py)
@@ -279,9 +280,8 @@ impl PyRegistry {
             parent_id: parent,
             fields: convert::fields_from_items(args.fields)?,
         };
-        self.core
-            .hooks()
-            .dispatch(py, Step::Event, || Ok((Bound::new(py, event)?,)));
+        hooks.write_event(py, &event);
+        hooks.dispatch(py, Step::Event, || Ok((Bound::new(py, event)?,)));
         Ok(())
     }
 

@@ -1,0 +1,275 @@
+//! `pykregistry.JsonLines`: a built-in layer that writes every closed span
+//! and every event as one JSON object per line.
+//!
+//! It is native: the registry recognizes it when it is added and writes
+//! from the span's slot as it closes, so no Python object is made per span.
+//! Each line is built in a buffer of its own and written whole under a lock,
+//! so lines from different threads never interleave. Writes go through a
+//! 64 KiB buffer: `flush()` pushes them to the file, `close()` flushes and
+//! closes it, and whatever is still buffered when the interpreter exits is
+//! flushed then.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use pykregistry_core::{Fields, Id, Level, SpanData, Value};
+use pyo3::prelude::*;
+
+use crate::convert;
+use crate::event::Event;
+use crate::ext::SpanExt;
+
+/// Where lines go. Shared by the Python object and the registries it was
+/// added to; `None` once closed.
+pub(crate) struct Sink {
+    file: Mutex<Option<BufWriter<File>>>,
+    /// Lines that could not be written.
+    errors: AtomicU64,
+    /// Whether events are written (spans always are).
+    pub(crate) events: bool,
+}
+
+/// Sinks to flush at interpreter exit.
+static OPEN: Mutex<Vec<Weak<Sink>>> = Mutex::new(Vec::new());
+
+/// A layer that writes each span as it closes, and each event, as one JSON
+/// object per line.
+#[pyclass(name = "JsonLines", module = "pykregistry", frozen)]
+pub(crate) struct JsonLines {
+    pub(crate) sink: Arc<Sink>,
+    path: PathBuf,
+}
+
+impl Sink {
+    /// Writes one line. A failure is counted (`write_errors`) and, the
+    /// first time, reported to `sys.unraisablehook`: a layer never breaks
+    /// the program it observes.
+    fn write_line(&self, line: &[u8]) {
+        let result = {
+            let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+            match file.as_mut() {
+                Some(f) => f.write_all(line),
+                None => return,
+            }
+        };
+        if let Err(err) = result {
+            if self.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                Python::attach(|py| {
+                    pyo3::exceptions::PyOSError::new_err(format!(
+                        "pykregistry.JsonLines could not write a line: {err}"
+                    ))
+                    .write_unraisable(py, None);
+                });
+            }
+        }
+    }
+
+    /// The line for a span that is closing (its timings are final).
+    pub(crate) fn write_span(&self, id: Id, span: &SpanData<SpanExt>) {
+        let timings = span.ext().timings();
+        let mut line = Vec::with_capacity(256);
+        line.extend_from_slice(b"{\"type\":\"span\",\"id\":");
+        push_u64(&mut line, id.into_u64());
+        line.extend_from_slice(b",\"parent_id\":");
+        push_id(&mut line, span.parent_id());
+        line.extend_from_slice(b",\"name\":");
+        push_str(&mut line, span.name());
+        line.extend_from_slice(b",\"target\":");
+        push_str(&mut line, span.target());
+        line.extend_from_slice(b",\"level\":");
+        push_level(&mut line, span.level());
+        line.extend_from_slice(b",\"start_time_ns\":");
+        push_u64(&mut line, timings.start_time_ns);
+        line.extend_from_slice(b",\"end_time_ns\":");
+        push_u64(&mut line, timings.end_time_ns.unwrap_or(0));
+        line.extend_from_slice(b",\"busy_ns\":");
+        push_u64(&mut line, timings.busy_ns);
+        line.extend_from_slice(b",\"idle_ns\":");
+        push_u64(&mut line, timings.idle_ns);
+        line.extend_from_slice(b",\"fields\":");
+        push_fields(&mut line, &span.lock_fields());
+        line.extend_from_slice(b"}\n");
+        self.write_line(&line);
+    }
+
+    /// The line for an event.
+    pub(crate) fn write_event(&self, py: Python<'_>, event: &Event) {
+        let mut line = Vec::with_capacity(192);
+        line.extend_from_slice(b"{\"type\":\"event\",\"time_ns\":");
+        push_u64(&mut line, crate::ext::wall(crate::ext::now()));
+        line.extend_from_slice(b",\"message\":");
+        push_str(&mut line, &event.message.bind(py).to_string_lossy());
+        line.extend_from_slice(b",\"target\":");
+        push_str(&mut line, &event.target);
+        line.extend_from_slice(b",\"level\":");
+        push_level(&mut line, event.level);
+        line.extend_from_slice(b",\"parent_id\":");
+        push_id(&mut line, event.parent_id);
+        line.extend_from_slice(b",\"fields\":");
+        push_fields(&mut line, &event.fields);
+        line.extend_from_slice(b"}\n");
+        self.write_line(&line);
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.as_mut().map_or(Ok(()), Write::flush)
+    }
+
+    fn close(&self) -> std::io::Result<()> {
+        let file = self
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match file {
+            Some(mut f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+fn push_u64(line: &mut Vec<u8>, n: u64) {
+    let _ = write!(line, "{n}");
+}
+
+fn push_id(line: &mut Vec<u8>, id: Option<Id>) {
+    match id {
+        Some(id) => push_u64(line, id.into_u64()),
+        None => line.extend_from_slice(b"null"),
+    }
+}
+
+fn push_str(line: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *line, s);
+}
+
+fn push_level(line: &mut Vec<u8>, level: Level) {
+    line.push(b'"');
+    line.extend_from_slice(level.as_str().as_bytes());
+    line.push(b'"');
+}
+
+/// Field values as JSON: integers of any size as numbers, floats that JSON
+/// cannot write (NaN, infinities) as `null`.
+fn push_fields(line: &mut Vec<u8>, fields: &Fields) {
+    line.push(b'{');
+    for (i, (name, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        push_str(line, name);
+        line.push(b':');
+        match value {
+            Value::None => line.extend_from_slice(b"null"),
+            Value::Bool(b) => line.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Value::I64(n) => {
+                let _ = write!(line, "{n}");
+            }
+            Value::U64(n) => push_u64(line, *n),
+            Value::BigInt(digits) => line.extend_from_slice(digits.as_bytes()),
+            Value::F64(x) => {
+                let _ = serde_json::to_writer(&mut *line, x);
+            }
+            Value::Str(s) => push_str(line, s),
+        }
+    }
+    line.push(b'}');
+}
+
+/// Flushes every open sink; registered with `atexit` when the module loads.
+#[pyfunction]
+pub(crate) fn _flush_json_lines() {
+    let open = std::mem::take(&mut *OPEN.lock().unwrap_or_else(PoisonError::into_inner));
+    for sink in open.iter().filter_map(Weak::upgrade) {
+        let _ = sink.flush();
+    }
+}
+
+#[pymethods]
+impl JsonLines {
+    /// Opens `path` for writing (truncating it, or appending with
+    /// `append=True`). `events=False` writes spans only.
+    #[new]
+    #[pyo3(signature = (path, /, *, append = false, events = true))]
+    fn new(path: PathBuf, append: bool, events: bool) -> PyResult<Self> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .append(append)
+            .truncate(!append)
+            .open(&path)?;
+        let sink = Arc::new(Sink {
+            file: Mutex::new(Some(BufWriter::with_capacity(64 * 1024, file))),
+            errors: AtomicU64::new(0),
+            events,
+        });
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        open.retain(|s| s.strong_count() > 0);
+        open.push(Arc::downgrade(&sink));
+        Ok(JsonLines { sink, path })
+    }
+
+    /// Writes buffered lines to the file.
+    fn flush(&self) -> PyResult<()> {
+        Ok(self.sink.flush()?)
+    }
+
+    /// Flushes and closes the file; later spans and events are not written.
+    /// A second call does nothing.
+    fn close(&self) -> PyResult<()> {
+        Ok(self.sink.close()?)
+    }
+
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.path.clone()
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.sink
+            .file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
+    /// Whether events are written.
+    #[getter]
+    fn events(&self) -> bool {
+        self.sink.events
+    }
+
+    /// How many lines could not be written.
+    #[getter]
+    fn write_errors(&self) -> u64 {
+        self.sink.errors.load(Ordering::Relaxed)
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        _ty: &Bound<'_, PyAny>,
+        _value: &Bound<'_, PyAny>,
+        _tb: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        self.close()?;
+        Ok(false)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "JsonLines({}{})",
+            convert::quote(py, &self.path.to_string_lossy()),
+            if self.closed() { ", closed=True" } else { "" }
+        )
+    }
+}
