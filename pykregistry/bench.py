@@ -23,6 +23,7 @@ import itertools
 import os
 import statistics
 import sys
+import tempfile
 import timeit
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -92,7 +93,11 @@ def bytes_per_live_span(make: Callable[[], object], n: int = 200_000) -> float:
 # --- cases -------------------------------------------------------------------
 
 
-def cases() -> dict[str, Callable[[], None]]:
+def cases(
+    after_round: list[Callable[[], None]], at_end: list[Callable[[], None]]
+) -> dict[str, Callable[[], None]]:
+    """The timed cases; ``after_round`` and ``at_end`` get what must run
+    between rounds and once they are done."""
     reg = pykregistry.Registry()
     pure = PurePythonRegistry()
     held = reg.span("held")
@@ -172,6 +177,25 @@ def cases() -> dict[str, Callable[[], None]]:
         with pure.span("x"):
             pass
 
+    # P8: a real file, opened for appending so that emptying it after each
+    # round keeps it small (a round writes ~25 MB at the default number).
+    fd, path = tempfile.mkstemp(prefix="pykregistry-bench-", suffix=".jsonl")
+    os.close(fd)
+    json_lines = pykregistry.JsonLines(path, append=True)
+    json_reg = pykregistry.Registry(layers=[json_lines])
+
+    def emptied() -> None:
+        json_lines.flush()
+        os.truncate(path, 0)
+
+    after_round.append(emptied)
+    at_end.append(json_lines.close)
+    at_end.append(lambda: os.remove(path))
+
+    def p8_json_lines() -> None:
+        with json_reg.span("x"):
+            pass
+
     out = {
         "empty with CM()": empty_with,
         "P1 with reg.span('x')": p1_span,
@@ -187,6 +211,7 @@ def cases() -> dict[str, Callable[[], None]]:
         "P4 @instrument(ret=True) f()": p4_instrumented_ret,
         "P4 @instrument f(x), x recorded": p4_instrumented_arg,
         "P4 @instrument f(), filtered out": p4_filtered_instrumented_call,
+        "P8 JsonLines layer writing a file": p8_json_lines,
         "pure-Python registry": pure_python,
     }
     try:
@@ -224,12 +249,20 @@ def run(args: argparse.Namespace) -> int:
     if args.rounds < 1 or args.number < 20:
         print("bench: --rounds must be >= 1 and --number >= 20", file=sys.stderr)
         return 2
-    timed = cases()
+    after_round: list[Callable[[], None]] = []
+    at_end: list[Callable[[], None]] = []
+    timed = cases(after_round, at_end)
     samples: dict[str, list[float]] = {name: [] for name in timed}
-    for _ in range(args.rounds):
-        for name, fn in timed.items():
-            number = args.number // 20 if name.startswith("OpenTelemetry") else args.number
-            samples[name].append(timeit.timeit(fn, number=number) / number * 1e9)
+    try:
+        for _ in range(args.rounds):
+            for name, fn in timed.items():
+                number = args.number // 20 if name.startswith("OpenTelemetry") else args.number
+                samples[name].append(timeit.timeit(fn, number=number) / number * 1e9)
+            for step in after_round:
+                step()
+    finally:
+        for step in at_end:
+            step()
 
     base = statistics.median(samples["empty with CM()"])
     p1 = statistics.median(samples["P1 with reg.span('x')"])

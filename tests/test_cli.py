@@ -32,6 +32,7 @@ def test_cli_bench_prints_every_case_with_its_ratios(capsys: pytest.CaptureFixtu
         "P3 filtered out, callsite",
         "P3 filtered out, reg.span(level=str)",
         "P4 @instrument(ret=True) f()",
+        "P8 JsonLines layer writing a file",
         "plain call f()",
     ):
         assert case in rows, f"no row for {case!r} in:\n{out}"
