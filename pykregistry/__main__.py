@@ -18,7 +18,8 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from pykregistry import Level, Registry, Span
+from pykregistry import JsonLines, Level, Registry, Span
+from pykregistry import bench as bench_module
 from pykregistry.tree import TreeRecorder, render_tree
 
 __all__ = ["main"]
@@ -42,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     demo.add_argument("--ids", action="store_true", help="show span IDs and sequence numbers")
     demo.add_argument("--ascii", action="store_true", help="draw the tree with ASCII only")
+    demo.add_argument(
+        "--jsonl", metavar="PATH", help="also write the trace to PATH as JSON lines (JsonLines)"
+    )
     demo.set_defaults(run=_demo)
     bench = commands.add_parser(
         "bench",
@@ -51,19 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "a plain call and the OpenTelemetry SDK (if installed), as ratios in one run."
         ),
     )
-    bench.set_defaults(run=_bench)
-    from pykregistry import bench as bench_module
-
+    bench.set_defaults(run=bench_module.run)
     bench_module.add_arguments(bench)
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     return run(args)
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from pykregistry import bench
-
-    return bench.run(args)
 
 
 # === demo ===
@@ -76,7 +72,12 @@ class PaymentDeclinedError(Exception):
 def _demo(args: argparse.Namespace) -> int:
     recorder = TreeRecorder()
     registry = Registry(layers=[recorder])
+    trace = JsonLines(args.jsonl) if args.jsonl else None
+    if trace is not None:
+        registry.add_layer(trace)
     _workload(registry)
+    if trace is not None:
+        trace.close()
 
     spans, events = recorder.spans, recorder.events
     ascii_only = args.ascii or not _can_encode("└├│•")
@@ -86,6 +87,8 @@ def _demo(args: argparse.Namespace) -> int:
     print()
     live, errors = len(registry), registry.layer_errors
     print(f"live spans after the workload: len(registry) = {live}")
+    if trace is not None:
+        print(f"trace written to {trace.path} as JSON lines ({len(spans) + len(events)} lines)")
     if live or errors or recorder.open_spans:
         print(f"error: {live} span(s) leaked, {errors} layer error(s)", file=sys.stderr)
         return 1

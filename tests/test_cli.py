@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,30 @@ def test_cli_demo_prints_the_tree_and_no_leak(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     assert out.startswith("pykregistry demo: ")
     assert "live spans after the workload: len(registry) = 0" in out
+
+
+def test_cli_demo_writes_its_trace_as_json_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "demo.jsonl"
+    assert main(["demo", "--ascii", "--jsonl", str(path)]) == 0
+    out = capsys.readouterr().out
+    header = re.search(r"demo: (\d+) spans, (\d+) event", out)
+    assert header is not None
+    written = [json.loads(line) for line in path.read_text().splitlines()]
+    spans = [w for w in written if w["type"] == "span"]
+    events = [w for w in written if w["type"] == "event"]
+    assert (len(spans), len(events)) == (int(header[1]), int(header[2]))
+    assert f"trace written to {path} as JSON lines ({len(written)} lines)" in out
+    # The same roots as the printed tree; every other span's parent is a
+    # span of the trace; the workload's root closes last.
+    ids = {s["id"] for s in spans}
+    roots = [s["name"] for s in spans if s["parent_id"] is None]
+    assert roots
+    for name in roots:
+        assert re.search(rf"^{re.escape(name)}  ", out, re.M), name
+    assert all(s["parent_id"] in ids for s in spans if s["parent_id"] is not None)
+    assert spans[-1]["name"] == "demo"
 
 
 def test_cli_bench_prints_every_case_with_its_ratios(capsys: pytest.CaptureFixture[str]) -> None:
