@@ -198,3 +198,38 @@ def test_records_and_callsites_bind_as_their_signatures(
         with pytest.raises(TypeError, match="not one of them"):
             site.span(**keywords, undeclared=1)
     assert len(reg) == 0
+
+
+def test_rejected_calls_release_everything_they_made() -> None:
+    # The hand-bound methods run inside pyo3's trampoline, so references
+    # dropped inside them (a failed int conversion's exception, a raised
+    # error's message) are released, not leaked. Each leaked exception
+    # would keep a reference on its class.
+    import contextlib
+    import gc
+    import sys
+
+    from pykregistry import InvalidSpanIdError
+
+    reg = Registry()
+    span = reg.span("s")
+    calls = [
+        lambda: span.record("n", 2**64),  # i64 conversion fails, u64 works
+        lambda: span.record("n", 2**80),  # both fail: digits
+        lambda: reg.record(-1),  # not an ID
+        lambda: reg.span(1),  # type: ignore[arg-type]
+        lambda: reg.event("e", level="loud"),
+        lambda: reg.callsite("c").span(x=1),
+    ]
+    classes = [OverflowError, InvalidSpanIdError, TypeError, ValueError]
+    for call in calls:
+        gc.collect()
+        before = [sys.getrefcount(c) for c in classes]
+        for _ in range(1000):
+            with contextlib.suppress(TypeError, ValueError):
+                call()
+        gc.collect()
+        grown = [sys.getrefcount(c) - b for c, b in zip(classes, before, strict=True)]
+        assert max(grown) < 10, (call, grown)
+    span.close()
+    assert len(reg) == 0

@@ -77,26 +77,27 @@ impl DisabledSpan {
     }
 }
 
-/// `DisabledSpan.__enter__`: the disabled span.
+/// `DisabledSpan.__enter__`: the disabled span. Drops no reference, so it
+/// runs under `light_guard`, not pyo3's trampoline.
 unsafe extern "C" fn disabled_enter(
     _module: *mut ffi::PyObject,
     _unused: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     // SAFETY: CPython calls functions from a thread attached to it.
     let py = unsafe { Python::assume_attached() };
-    fastcall::guard(py, || Span::disabled_span(py).map(Bound::into_ptr))
+    fastcall::light_guard(|| Span::disabled_span(py).map(Bound::into_ptr))
 }
 
 /// `DisabledSpan.__exit__(exc_type, exc, tb)`: nothing to exit; returns
-/// `False`, so exceptions propagate.
+/// `False`, so exceptions propagate. As `disabled_enter`.
 unsafe extern "C" fn disabled_exit(
     _module: *mut ffi::PyObject,
     _args: *mut *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,
 ) -> *mut ffi::PyObject {
-    // SAFETY: as `disabled_enter`.
+    // SAFETY: as in `disabled_enter`.
     let py = unsafe { Python::assume_attached() };
-    fastcall::guard(py, || {
+    fastcall::light_guard(|| {
         if nargs == 3 {
             Ok(PyBool::new(py, false).to_owned().into_ptr())
         } else {
