@@ -27,6 +27,7 @@ __all__ = [
     "Span",
     "SpanRef",
     "_flush_json_lines",
+    "_json_lines_forked",
 ]
 
 _LevelLike: TypeAlias = Level | str | int
@@ -472,9 +473,12 @@ class JsonLines:
     NaN and infinities ``null``. It is native: no Python object is made per
     span. Lines are buffered (64 KiB): :meth:`flush` writes them out,
     :meth:`close` (or leaving a ``with`` block) flushes and closes, and what
-    is buffered at interpreter exit is flushed then. A line that cannot be
-    written is counted in :attr:`write_errors` (the first is reported to
-    ``sys.unraisablehook``); it never raises into the program.
+    is buffered when the layer is dropped, at interpreter exit or before
+    ``os.fork()`` is flushed then; in a child process the parent's layers
+    write nothing. A failed write is counted in :attr:`write_errors` (the
+    first is reported to ``sys.unraisablehook``), drops what the buffer
+    held, and never raises into the program; the next line starts on a
+    line of its own.
     """
 
     def __new__(
@@ -505,7 +509,8 @@ class JsonLines:
 
     @property
     def write_errors(self) -> int:
-        """How many lines could not be written."""
+        """How many writes failed (a failed write may lose up to a buffer
+        of lines)."""
 
     def __enter__(self) -> Self: ...
     def __exit__(
@@ -517,7 +522,12 @@ class JsonLines:
     ) -> Literal[False]: ...
 
 def _flush_json_lines() -> None:
-    """Flushes every open :class:`JsonLines` (registered with ``atexit``)."""
+    """Flushes every open :class:`JsonLines` (registered with ``atexit`` and
+    to run before ``os.fork()``)."""
+
+def _json_lines_forked() -> None:
+    """Run in a child process after ``os.fork()``: the parent's
+    :class:`JsonLines` stop writing there."""
 
 @final
 class Callsite:

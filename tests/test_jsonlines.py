@@ -218,5 +218,59 @@ def test_jsonlines_write_errors_are_counted_never_raised(make: Any, unraisable: 
     assert out.write_errors > 0
     assert len(unraisable.exceptions) == 1  # the first failure is reported
     assert isinstance(unraisable.exceptions[0], OSError)
+    for _ in range(2):  # the second lands in a buffer emptied by a failure
+        with reg.span("s"):
+            pass
     with pytest.raises(OSError, match="No space left"):
         out.close()
+    assert out.closed
+
+
+FORK = """
+import os, sys
+from pykregistry import JsonLines, Registry
+parent_path, child_path = sys.argv[1:3]
+out = JsonLines(parent_path)
+reg = Registry(layers=[out])
+with reg.span("before fork"):
+    pass
+pid = os.fork()
+if pid == 0:  # the child leaves through os._exit, whatever happens
+    status = 1
+    try:
+        with reg.span("in child"):
+            pass
+        out.flush()
+        mine = JsonLines(child_path)
+        reg.add_layer(mine)
+        with reg.span("child's own"):
+            pass
+        mine.close()
+        status = 0
+    finally:
+        os._exit(status)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+with reg.span("after fork"):
+    pass
+out.close()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_jsonlines_fork_writes_each_line_once(tmp_path: Path) -> None:
+    # Buffered lines are flushed before the fork; in the child the parent's
+    # layer writes nothing (its buffer and file offset are the parent's),
+    # and a layer made in the child writes as usual. In a fresh interpreter:
+    # forking the test process would copy pytest's threads.
+    path, child_path = tmp_path / "parent.jsonl", tmp_path / "child.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-c", FORK, str(path), str(child_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [line["name"] for line in lines(path)] == ["before fork", "after fork"]
+    assert [line["name"] for line in lines(child_path)] == ["child's own"]

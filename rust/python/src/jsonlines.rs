@@ -6,13 +6,14 @@
 //! Each line is built in a buffer of its own and written whole under a lock,
 //! so lines from different threads never interleave. Writes go through a
 //! 64 KiB buffer: `flush()` pushes them to the file, `close()` flushes and
-//! closes it, and whatever is still buffered when the interpreter exits is
-//! flushed then.
+//! closes it, and whatever is still buffered when the layer is dropped, the
+//! interpreter exits or the process forks is flushed then. In a child
+//! process the parent's layers write nothing.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use pykregistry_core::{Fields, Id, Level, SpanData, Value};
@@ -23,17 +24,34 @@ use crate::event::Event;
 use crate::ext::SpanExt;
 
 /// Where lines go. Shared by the Python object and the registries it was
-/// added to; `None` once closed.
+/// added to.
 pub(crate) struct Sink {
-    file: Mutex<Option<BufWriter<File>>>,
-    /// Lines that could not be written.
+    /// `None` once closed.
+    file: Mutex<Option<Writer>>,
+    /// Whether the file is open: checked before a line is even built.
+    open: AtomicBool,
+    /// Writes that failed.
     errors: AtomicU64,
     /// Whether events are written (spans always are).
     pub(crate) events: bool,
+    /// The process's [`FORKS`] when the sink was made: in a child process
+    /// the parent's sinks write nothing (see [`_json_lines_forked`]).
+    forks: u64,
 }
 
-/// Sinks to flush at interpreter exit.
+struct Writer {
+    out: BufWriter<File>,
+    /// A write failed part-way: the next line starts on a line of its own.
+    torn: bool,
+}
+
+/// Sinks to flush at interpreter exit and before a fork.
 static OPEN: Mutex<Vec<Weak<Sink>>> = Mutex::new(Vec::new());
+
+/// How many forks led to this process (counted in each child).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+const BUFFER: usize = 64 * 1024;
 
 /// A layer that writes each span as it closes, and each event, as one JSON
 /// object per line.
@@ -44,31 +62,52 @@ pub(crate) struct JsonLines {
 }
 
 impl Sink {
+    /// Whether lines are written: open, and made in this process.
+    #[inline]
+    fn writing(&self) -> bool {
+        self.open.load(Ordering::Acquire) && self.forks == FORKS.load(Ordering::Relaxed)
+    }
+
     /// Writes one line. A failure is counted (`write_errors`) and, the
     /// first time, reported to `sys.unraisablehook`: a layer never breaks
-    /// the program it observes.
+    /// the program it observes. What the buffer held is dropped, so a
+    /// failure can cut at most one line short, and the next line starts on
+    /// a line of its own.
     fn write_line(&self, line: &[u8]) {
         let result = {
             let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-            match file.as_mut() {
-                Some(f) => f.write_all(line),
-                None => return,
+            let Some(w) = file.as_mut() else { return };
+            let torn = std::mem::take(&mut w.torn);
+            let result = if torn { w.out.write_all(b"\n") } else { Ok(()) }
+                .and_then(|()| w.out.write_all(line));
+            if result.is_err() {
+                w.discard();
             }
+            result
         };
         if let Err(err) = result {
-            if self.errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                Python::attach(|py| {
-                    pyo3::exceptions::PyOSError::new_err(format!(
-                        "pykregistry.JsonLines could not write a line: {err}"
-                    ))
-                    .write_unraisable(py, None);
-                });
-            }
+            self.failed(&err);
+        }
+    }
+
+    fn failed(&self, err: &std::io::Error) {
+        if self.errors.fetch_add(1, Ordering::Relaxed) == 0 {
+            // `try_attach`: nothing to report to once the interpreter is
+            // finalizing.
+            Python::try_attach(|py| {
+                pyo3::exceptions::PyOSError::new_err(format!(
+                    "pykregistry.JsonLines could not write: {err}"
+                ))
+                .write_unraisable(py, None);
+            });
         }
     }
 
     /// The line for a span that is closing (its timings are final).
     pub(crate) fn write_span(&self, id: Id, span: &SpanData<SpanExt>) {
+        if !self.writing() {
+            return;
+        }
         let timings = span.ext().timings();
         let mut line = Vec::with_capacity(256);
         line.extend_from_slice(b"{\"type\":\"span\",\"id\":");
@@ -97,6 +136,9 @@ impl Sink {
 
     /// The line for an event.
     pub(crate) fn write_event(&self, py: Python<'_>, event: &Event) {
+        if !self.writing() {
+            return;
+        }
         let mut line = Vec::with_capacity(192);
         line.extend_from_slice(b"{\"type\":\"event\",\"time_ns\":");
         push_u64(&mut line, crate::ext::wall(crate::ext::now()));
@@ -115,19 +157,59 @@ impl Sink {
     }
 
     fn flush(&self) -> std::io::Result<()> {
+        if self.forks != FORKS.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-        file.as_mut().map_or(Ok(()), Write::flush)
+        let Some(w) = file.as_mut() else {
+            return Ok(());
+        };
+        let result = w.out.flush();
+        if result.is_err() {
+            w.discard();
+        }
+        result
     }
 
     fn close(&self) -> std::io::Result<()> {
+        let result = self.flush();
+        self.open.store(false, Ordering::Release);
         let file = self
             .file
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        match file {
-            Some(mut f) => f.flush(),
-            None => Ok(()),
+        if let Some(w) = file {
+            // Flushed above (or failed, and discarded): nothing to write
+            // again on drop.
+            drop(w.out.into_parts());
+        }
+        result
+    }
+}
+
+impl Writer {
+    /// Drops what the buffer holds (after a failed write), keeping the file
+    /// (through a duplicate of its descriptor; if even that fails, the
+    /// buffer is kept and written again later).
+    fn discard(&mut self) {
+        if let Ok(file) = self.out.get_ref().try_clone() {
+            let old = std::mem::replace(&mut self.out, BufWriter::with_capacity(BUFFER, file));
+            drop(old.into_parts());
+        }
+        self.torn = true;
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        // A sink of the parent process, dropped in a child: what its buffer
+        // holds is the parent's to write (it flushed before forking).
+        if self.forks != FORKS.load(Ordering::Relaxed) {
+            let file = self.file.get_mut().unwrap_or_else(PoisonError::into_inner);
+            if let Some(w) = file.take() {
+                drop(w.out.into_parts());
+            }
         }
     }
 }
@@ -181,13 +263,31 @@ fn push_fields(line: &mut Vec<u8>, fields: &Fields) {
     line.push(b'}');
 }
 
-/// Flushes every open sink; registered with `atexit` when the module loads.
+/// Flushes every open sink: registered with `atexit`, and to run before
+/// `os.fork()`, when the module loads. A failure counts in the sink's
+/// `write_errors`.
 #[pyfunction]
-pub(crate) fn _flush_json_lines() {
-    let open = std::mem::take(&mut *OPEN.lock().unwrap_or_else(PoisonError::into_inner));
-    for sink in open.iter().filter_map(Weak::upgrade) {
-        let _ = sink.flush();
-    }
+pub(crate) fn _flush_json_lines(py: Python<'_>) {
+    let open: Vec<Arc<Sink>> = {
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        open.retain(|s| s.strong_count() > 0);
+        open.iter().filter_map(Weak::upgrade).collect()
+    };
+    py.detach(|| {
+        for sink in &open {
+            if let Err(err) = sink.flush() {
+                sink.failed(&err);
+            }
+        }
+    });
+}
+
+/// Runs in a child process after `os.fork()`: the parent's sinks stop
+/// writing there (their buffers and file offsets are the parent's); a
+/// `JsonLines` made in the child writes as usual.
+#[pyfunction]
+pub(crate) fn _json_lines_forked() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
 #[pymethods]
@@ -204,9 +304,14 @@ impl JsonLines {
             .truncate(!append)
             .open(&path)?;
         let sink = Arc::new(Sink {
-            file: Mutex::new(Some(BufWriter::with_capacity(64 * 1024, file))),
+            file: Mutex::new(Some(Writer {
+                out: BufWriter::with_capacity(BUFFER, file),
+                torn: false,
+            })),
+            open: AtomicBool::new(true),
             errors: AtomicU64::new(0),
             events,
+            forks: FORKS.load(Ordering::Relaxed),
         });
         let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
         open.retain(|s| s.strong_count() > 0);
@@ -214,15 +319,15 @@ impl JsonLines {
         Ok(JsonLines { sink, path })
     }
 
-    /// Writes buffered lines to the file.
-    fn flush(&self) -> PyResult<()> {
-        Ok(self.sink.flush()?)
+    /// Writes buffered lines to the file (the GIL released meanwhile).
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(py.detach(|| self.sink.flush())?)
     }
 
     /// Flushes and closes the file; later spans and events are not written.
     /// A second call does nothing.
-    fn close(&self) -> PyResult<()> {
-        Ok(self.sink.close()?)
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(py.detach(|| self.sink.close())?)
     }
 
     #[getter]
@@ -232,11 +337,7 @@ impl JsonLines {
 
     #[getter]
     fn closed(&self) -> bool {
-        self.sink
-            .file
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none()
+        !self.sink.open.load(Ordering::Acquire)
     }
 
     /// Whether events are written.
@@ -245,7 +346,7 @@ impl JsonLines {
         self.sink.events
     }
 
-    /// How many lines could not be written.
+    /// How many writes failed.
     #[getter]
     fn write_errors(&self) -> u64 {
         self.sink.errors.load(Ordering::Relaxed)
@@ -257,11 +358,12 @@ impl JsonLines {
 
     fn __exit__(
         &self,
+        py: Python<'_>,
         _ty: &Bound<'_, PyAny>,
         _value: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        self.close()?;
+        self.close(py)?;
         Ok(false)
     }
 

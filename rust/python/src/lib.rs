@@ -28,7 +28,7 @@ mod _native {
     #[pymodule_export]
     use crate::event::Event;
     #[pymodule_export]
-    use crate::jsonlines::{_flush_json_lines, JsonLines};
+    use crate::jsonlines::{_flush_json_lines, _json_lines_forked, JsonLines};
     #[pymodule_export]
     use crate::registry::PyRegistry;
     #[pymodule_export]
@@ -47,10 +47,17 @@ mod _native {
         install::<crate::registry::RecordMethod>(py)?;
         install::<crate::span::RecordMethod>(py)?;
         install::<crate::callsite::SpanMethod>(py)?;
-        // Lines still buffered at exit are written then.
-        py.import("atexit")?
-            .getattr("register")?
-            .call1((m.getattr("_flush_json_lines")?,))?;
+        // Lines still buffered at exit, or when the process forks, are
+        // written then; a child stops writing its parent's files.
+        let flush = m.getattr("_flush_json_lines")?;
+        py.import("atexit")?.getattr("register")?.call1((&flush,))?;
+        let os = py.import("os")?;
+        if let Some(register_at_fork) = os.getattr_opt("register_at_fork")? {
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item("before", &flush)?;
+            kwargs.set_item("after_in_child", m.getattr("_json_lines_forked")?)?;
+            register_at_fork.call((), Some(&kwargs))?;
+        }
         Ok(())
     }
 }
