@@ -98,5 +98,5 @@ long: install
 	PROPTEST_CASES=10000 $(CARGO) test -p pykregistry-core --release --test model --test differential
 	$(CARGO) test -p pykregistry-core --release --test scale -- --include-ignored --nocapture
 	$(MAKE) test-loom LOOM_MAX_PREEMPTIONS=100
-	HYPOTHESIS_PROFILE=long $(PYTHON) -m pytest -p no:timeout
+	HYPOTHESIS_PROFILE=long $(PYTHON) -m pytest --timeout=0
 	@if [ -f tests/benchmarks/rss_cycles.py ]; then $(PYTHON) tests/benchmarks/rss_cycles.py; fi
