@@ -65,7 +65,13 @@ def calls(draw: st.DrawFn) -> tuple[list[object], dict[str, object]]:
     )
     keywords = {}
     for key in draw(st.lists(names, max_size=5, unique=True)):
-        value = draw(st.one_of(levels, values) if key == "level" else values)
+        value = draw(
+            st.one_of(levels, values)
+            if key == "level"
+            else st.one_of(st.none(), st.integers(), st.just(b"t"), st.text(max_size=3))
+            if key == "target"
+            else values
+        )
         keywords[fresh(key) if draw(st.booleans()) else key] = value
     return positional, keywords
 
@@ -96,12 +102,15 @@ def expected_level(level: object) -> Level | type[Exception]:
 
 
 @CALLS
-@given(call=calls(), method=st.sampled_from(["span", "event"]))
+@given(call=calls(), method=st.sampled_from(["span", "event"]), filtered=st.booleans())
 def test_span_and_event_bind_as_their_signature(
-    call: tuple[list[object], dict[str, object]], method: str
+    call: tuple[list[object], dict[str, object]], method: str, filtered: bool
 ) -> None:
+    # With `filtered`, spans and events more verbose than WARN are turned
+    # away (spans by the quick refusal before pyo3's trampoline, which must
+    # agree with the full call).
     positional, keywords = call
-    reg = Registry()
+    reg = Registry(level="warn") if filtered else Registry()
     events: list[Any] = []
     reg.add_layer(type("Events", (), {"on_event": lambda self, e: events.append(e)})())
     try:
@@ -113,6 +122,7 @@ def test_span_and_event_bind_as_their_signature(
         assert events == []
         return
     want_level = expected_level(level)
+    refused = filtered and isinstance(want_level, Level) and want_level > Level.WARN
     if not isinstance(name, str):
         # The name is checked first.
         with pytest.raises(TypeError):
@@ -124,9 +134,10 @@ def test_span_and_event_bind_as_their_signature(
         problems.append(TypeError)
     if isinstance(want_level, type):
         problems.append(want_level)
-    if parent is not _MISSING and parent is not None:
+    if parent is not _MISSING and parent is not None and not (refused and method == "span"):
         # Only CURRENT, None, IDs and spans are parents: these values are
-        # ints that name no live span, or not parents at all.
+        # ints that name no live span, or not parents at all. A span turned
+        # away by its level never reads its parent; an event always does.
         problems.append(Exception)
     if problems:
         # Keywords are checked in the caller's order: any of them may be
@@ -138,7 +149,14 @@ def test_span_and_event_bind_as_their_signature(
         return
     assert isinstance(want_level, Level)
     want_fields = {k: stored(v) for k, v in fields.items()}
-    if method == "span":
+    if refused:
+        if method == "span":
+            with reg.span(*positional, **keywords) as s:  # type: ignore[arg-type]
+                assert s.disabled
+        else:
+            reg.event(*positional, **keywords)  # type: ignore[arg-type]
+            assert events == []
+    elif method == "span":
         with reg.span(*positional, **keywords) as s:  # type: ignore[arg-type]
             view = s.ref
             assert view is not None
@@ -198,6 +216,45 @@ def test_records_and_callsites_bind_as_their_signatures(
         with pytest.raises(TypeError, match="not one of them"):
             site.span(**keywords, undeclared=1)
     assert len(reg) == 0
+
+
+def test_filtered_out_calls_are_checked_as_the_full_call_checks_them() -> None:
+    # The quick refusal (before pyo3's trampoline) must answer exactly as
+    # the full call: argument errors raised, the disabled span otherwise.
+    reg = Registry(level="warn")
+    site = reg.callsite("never", level="trace", fields=("x",))
+    assert not site.enabled
+    bad: list[tuple[type[Exception], Any]] = [
+        (TypeError, lambda: reg.span(1, level="trace")),  # type: ignore[arg-type]
+        (TypeError, lambda: reg.span("x", "y", level="trace")),  # type: ignore[call-arg]
+        (TypeError, lambda: reg.span("x", level="trace", target=b"t")),  # type: ignore[arg-type]
+        (TypeError, lambda: reg.span("x", level="trace", **{fresh("target"): 3})),
+        (ValueError, lambda: reg.span("x", level="loud")),
+        (TypeError, lambda: reg.span("x", level=1.5)),  # type: ignore[arg-type]
+        (TypeError, lambda: site.span(1)),  # type: ignore[call-arg]
+    ]
+    for error, call in bad:
+        with pytest.raises(error):
+            call()
+    disabled = [
+        lambda: reg.span("x", level="trace"),
+        lambda: reg.span("x", level=Level.DEBUG, target=None, parent=12345, k=Thing()),
+        lambda: reg.span("x", level="TRACE"),  # not by identity: the full call
+        lambda: reg.span("x", **{fresh("level"): "info"}),
+        lambda: reg.span(fresh("x"), level=5),
+        lambda: site.span(x=1, y=2),  # a call site never enabled reads no keyword
+    ]
+    for call in disabled:
+        span = call()
+        assert span.disabled
+    with reg.span("x", level="warn") as kept:
+        assert not kept.disabled
+    assert len(reg) == 0
+
+
+class Thing:
+    def __repr__(self) -> str:
+        raise AssertionError("a filtered-out span reads no field")
 
 
 def test_rejected_calls_release_everything_they_made() -> None:

@@ -187,6 +187,15 @@ Keywords are the declared fields, and `parent`.";
 
     type Class = Callsite;
 
+    /// A call site no span of which can be enabled: the disabled span, as
+    /// the full call answers it (it reads no keyword then).
+    fn refuse<'py>(slf: &Bound<'py, Callsite>, args: &Args<'_, 'py>) -> Option<Bound<'py, PyAny>> {
+        if slf.get().interest != Interest::Never || args.positional_values().len() != 0 {
+            return None;
+        }
+        Some(Span::disabled_span_if_made(slf.py())?.into_any())
+    }
+
     fn call<'py>(slf: &Bound<'py, Callsite>, args: &Args<'_, 'py>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let site = slf.get();

@@ -93,6 +93,18 @@ pub(crate) fn level(obj: &Bound<'_, PyAny>) -> PyResult<Level> {
     )))
 }
 
+/// The level `obj` is by identity (a `Level` member, or a lower-case name
+/// written as a literal), without raising or building anything: `None` for
+/// anything else, or before the table is built.
+pub(crate) fn level_by_identity(obj: Borrowed<'_, '_, PyAny>) -> Option<Level> {
+    let table = LEVELS.get(obj.py())?;
+    Level::ALL
+        .into_iter()
+        .enumerate()
+        .find(|&(i, _)| table.members[i].is(&*obj) || table.names[i].is(&*obj))
+        .map(|(_, level)| level)
+}
+
 /// The Python objects that stand for each level, in `Level::ALL` order.
 struct LevelTable {
     /// The `pykregistry.Level` members.

@@ -122,6 +122,59 @@ pub(crate) trait FastMethod {
         slf: &Bound<'py, Self::Class>,
         args: &Args<'_, 'py>,
     ) -> PyResult<Bound<'py, PyAny>>;
+
+    /// The answer to a call that can be given at once, before pyo3's
+    /// trampoline: a span the filter refuses. It runs on a thread pyo3 does
+    /// not know is attached, so it must drop no `Py<T>` and make no `PyErr`
+    /// (pyo3 would leak them): it reads borrowed arguments only, and
+    /// answers `None` — the full `call` decides — on anything unusual,
+    /// including every argument error.
+    fn refuse<'py>(
+        _slf: &Bound<'py, Self::Class>,
+        _args: &Args<'_, 'py>,
+    ) -> Option<Bound<'py, PyAny>> {
+        None
+    }
+}
+
+/// Whether the keyword `key` is `name`: identity with the interned name,
+/// else `PyUnicode_CompareWithASCIIString`, which never raises.
+pub(crate) fn is_keyword_quick(
+    key: Borrowed<'_, '_, PyString>,
+    interned: &Bound<'_, PyString>,
+    name: &CStr,
+) -> bool {
+    // SAFETY: `key` is a str and `name` a NUL-terminated ASCII string.
+    key.is(interned)
+        || unsafe { ffi::PyUnicode_CompareWithASCIIString(key.as_ptr(), name.as_ptr()) == 0 }
+}
+
+/// The C entry point of `M`: [`FastMethod::refuse`], else the method
+/// through pyo3's trampoline.
+unsafe extern "C" fn entry<M: FastMethod>(
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    let quick = catch_unwind(|| {
+        // SAFETY: CPython calls methods from a thread attached to it, with
+        // the arguments `body` describes.
+        unsafe {
+            let py = Python::assume_attached();
+            with_args::<M, _>(py, slf, args, nargs, kwnames, |slf, args| {
+                M::refuse(slf, args).map(Bound::into_ptr)
+            })
+        }
+    });
+    match quick {
+        Ok(Some(done)) => done,
+        // A panic there is a bug; the full call reports it if it recurs.
+        Ok(None) | Err(_) => {
+            // SAFETY: as above.
+            unsafe { fastcall_cfunction_with_keywords::<Entry<M>>(slf, args, nargs, kwnames) }
+        }
+    }
 }
 
 /// `M` as pyo3's trampolines call a method body: pyo3's entry point marks
@@ -150,9 +203,30 @@ unsafe fn body<M: FastMethod>(
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<*mut ffi::PyObject> {
     // SAFETY: see the function's contract.
+    unsafe {
+        with_args::<M, _>(py, slf, args, nargs, kwnames, |slf, args| {
+            M::call(slf, args).map(Bound::into_ptr)
+        })
+    }
+}
+
+/// Runs `f` on the call's receiver and arguments.
+///
+/// # Safety
+///
+/// As [`body`].
+unsafe fn with_args<M: FastMethod, R>(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+    f: impl for<'a, 'py> FnOnce(&Bound<'py, M::Class>, &Args<'a, 'py>) -> R,
+) -> R {
+    // SAFETY: see the function's contract.
     let kwnames = (!kwnames.is_null())
         .then(|| unsafe { Borrowed::from_ptr(py, kwnames).cast_unchecked::<PyTuple>() });
-    let nargs = usize::try_from(nargs).expect("CPython passes a count");
+    let nargs = usize::try_from(nargs).unwrap_or(0);
     let total = nargs + kwnames.map_or(0, |names| names.len());
     let values = if total == 0 {
         &[][..]
@@ -169,7 +243,7 @@ unsafe fn body<M: FastMethod>(
         nargs,
         kwnames,
     };
-    M::call(&slf, &args).map(Bound::into_ptr)
+    f(&slf, &args)
 }
 
 /// Runs the body of a C entry point *without* pyo3's trampoline, for
@@ -231,7 +305,7 @@ pub(crate) fn install<M: FastMethod>(py: Python<'_>) -> PyResult<()> {
     let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
         ml_name: M::NAME.as_ptr(),
         ml_meth: ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: fastcall_cfunction_with_keywords::<Entry<M>>,
+            PyCFunctionFastWithKeywords: entry::<M>,
         },
         ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
         ml_doc: M::DOC.as_ptr(),

@@ -13,7 +13,7 @@ use crate::context::ContextStack;
 use crate::convert::{self, ParentArg};
 use crate::errors::RegistryError;
 use crate::event::Event;
-use crate::fastcall::{is_keyword, Args, FastMethod};
+use crate::fastcall::{is_keyword, is_keyword_quick, Args, FastMethod};
 use crate::layers::{Layers, Step};
 use crate::span::Span;
 use crate::span_ref::SpanRef;
@@ -563,6 +563,37 @@ disabled span, if the filter turns it away).";
         let name = str_arg(args, "name")?;
         let span_args = SpanArgs::from_keywords(args)?;
         Ok(PyRegistry::make_span(slf, &name, span_args, true)?.into_any())
+    }
+
+    /// A well-formed call whose level no directive can enable: the disabled
+    /// span, having read only the level (and checked the name and target
+    /// types, which the full call reports).
+    fn refuse<'py>(
+        slf: &Bound<'py, PyRegistry>,
+        args: &Args<'_, 'py>,
+    ) -> Option<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let filter = slf.get().filter.as_ref()?;
+        let mut positional = args.positional_values();
+        if positional.len() != 1 || !positional.next()?.is_instance_of::<PyString>() {
+            return None;
+        }
+        let mut level = Level::Info;
+        for (key, value) in args.keywords() {
+            if is_keyword_quick(key, intern!(py, "level"), c"level") {
+                if !value.is_none() {
+                    level = convert::level_by_identity(value)?;
+                }
+            } else if is_keyword_quick(key, intern!(py, "target"), c"target")
+                && !(value.is_none() || value.is_instance_of::<PyString>())
+            {
+                return None;
+            }
+        }
+        if filter.could_enable(level) {
+            return None;
+        }
+        Some(Span::disabled_span_if_made(py)?.into_any())
     }
 }
 

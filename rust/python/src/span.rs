@@ -134,6 +134,12 @@ impl Span {
         Ok(span.bind(py).clone())
     }
 
+    /// The disabled span, if it has been made (never raises, builds
+    /// nothing: for `FastMethod::refuse`).
+    pub(crate) fn disabled_span_if_made(py: Python<'_>) -> Option<Bound<'_, Span>> {
+        DISABLED.get(py).map(|span| span.bind(py).clone())
+    }
+
     /// The span's ID and registry; `None` when disabled.
     pub(crate) fn id(&self) -> Option<Id> {
         self.live.as_ref().map(|h| h.id)
