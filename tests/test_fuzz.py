@@ -119,7 +119,9 @@ class Scene:
     def build(cls) -> Scene:
         ctx = contextvars.Context().run(contextvars.copy_context)
         keeper = EventKeeper()
-        scene = cls(ctx, Registry(layers=[keeper]), Registry())
+        json_lines = pykregistry.JsonLines(os.devnull)
+        scene = cls(ctx, Registry(layers=[keeper, json_lines]), Registry())
+        scene.objects["json_lines"] = json_lines
         ctx.run(scene._populate, keeper)
         return scene
 
@@ -253,6 +255,10 @@ VIEW_PROPS = [
 ]
 CALLSITE_PROPS = ["enabled", "name", "target", "level", "fields_tuple", "registry"]
 EVENT_PROPS = ["message", "level", "target", "parent_id", "fields"]
+# The scene's JsonLines writes to os.devnull; its constructor is not fuzzed
+# (fuzzed paths would create files), tests/test_jsonlines.py covers it.
+JSON_LINES_METHODS = ["flush", "close", "__enter__", "__exit__", "__repr__"]
+JSON_LINES_PROPS = ["path", "closed", "events", "write_errors"]
 MODULE_FUNCTIONS = [
     "current",
     "debug",
@@ -295,6 +301,10 @@ for _name in CALLSITE_PROPS:
     TARGETS[f"Callsite.{_name}"] = prop("callsite", _name)
 for _name in EVENT_PROPS:
     TARGETS[f"Event.{_name}"] = prop("event", _name)
+for _name in JSON_LINES_METHODS:
+    TARGETS[f"JsonLines.{_name}"] = meth("json_lines", _name)
+for _name in JSON_LINES_PROPS:
+    TARGETS[f"JsonLines.{_name}"] = prop("json_lines", _name)
 for _name in MODULE_FUNCTIONS:
     TARGETS[f"pykregistry.{_name}"] = lambda s, _n=_name: getattr(pykregistry, _n)
 TARGETS["Registry()"] = lambda s: Registry
@@ -316,6 +326,7 @@ def test_every_public_name_is_fuzzed() -> None:
         SpanRef: set(VIEW_METHODS) | set(VIEW_PROPS),
         Callsite: {"span"} | set(CALLSITE_PROPS),
         pykregistry.Event: set(EVENT_PROPS),
+        pykregistry.JsonLines: set(JSON_LINES_METHODS) | set(JSON_LINES_PROPS),
     }
     for cls, fuzzed in members.items():
         public = {n for n in dir(cls) if not n.startswith("_")}
