@@ -150,14 +150,26 @@ class ModelSpan:
 class ModelEntry:
     """One entry of a context's stack. Identity matters: a context copied
     from another (as an asyncio task copies its creator's) shares the very
-    same entries."""
+    same entries, but only the context that made an entry (its `owner`)
+    holds a reference through it (R5)."""
 
     span: ModelSpan
-    owns_ref: bool
-    """A first (non-duplicate) entry of its span, holding one reference."""
+    owner: Hashable
+    """The context that made the entry."""
+    duplicate: bool
+    """Made while its owner already held the span through another entry: it
+    holds nothing."""
+    exited: bool = False
+    """Exited, or its owner ended: it holds nothing and is current nowhere."""
+
+    @property
+    def holds(self) -> bool:
+        """Whether the entry holds a reference on its span now."""
+        return not (self.duplicate or self.exited)
 
     def __repr__(self) -> str:
-        return f"{self.span.label}{'' if self.owns_ref else '(dup)'}"
+        tags = ("(dup)" if self.duplicate else "") + ("(exited)" if self.exited else "")
+        return f"{self.span.label}@{self.owner!r}{tags}"
 
 
 class RegistryModel:
@@ -165,18 +177,22 @@ class RegistryModel:
 
         ref_count(S) = references the test holds (IDs and handles)
                        + live children
-                       + distinct live entries of S that own a reference
+                       + unexited non-duplicate entries of S, each counted
+                         once, in the context that made it
 
     A span whose count reaches 0 closes, releasing its parent (R4). Contexts
-    are keyed by any hashable value. Operations mirror the registry's and
-    return what it must answer; they never touch a registry.
+    are keyed by any hashable value; a copy shares its parent's entries but
+    holds none of them. Operations mirror the registry's and return what it
+    must answer; they never touch a registry.
     """
 
     def __init__(self) -> None:
         self.spans: list[ModelSpan] = []
         """Every span the model was told of, live or not, in creation order."""
         self.stacks: dict[Hashable, list[ModelEntry]] = {}
-        """Each context's stack, bottom first."""
+        """Each context's view of its stack, bottom first."""
+        self.made: dict[Hashable, list[ModelEntry]] = {}
+        """The entries each context made."""
 
     def __repr__(self) -> str:
         live = [s for s in self.spans if s.live]
@@ -191,10 +207,11 @@ class RegistryModel:
             if s.parent is not None:
                 assert s.parent.live, f"model bug: {s} is live, its parent {s.parent} is not"
                 counts[s.parent] += 1
-        owning = {id(e): e for stack in self.stacks.values() for e in stack if e.owns_ref}
-        for e in owning.values():
-            assert e.span.live, f"model bug: an entry holds {e.span}, which closed"
-            counts[e.span] += 1
+        for made in self.made.values():
+            for e in made:
+                if e.holds:
+                    assert e.span.live, f"model bug: an entry holds {e.span}, which closed"
+                    counts[e.span] += 1
         return counts
 
     def live(self) -> list[ModelSpan]:
@@ -202,10 +219,14 @@ class RegistryModel:
         return [s for s in self.spans if s.live]
 
     def current(self, key: Hashable) -> ModelSpan | None:
-        """The context's current span: its topmost non-duplicate entry (R6)."""
+        """The context's current span (R6): its topmost entry that is not a
+        duplicate, nor one it exited itself; `None` if that entry was
+        exited by its maker or its span has closed (it is then only the
+        trace parent of new spans, R13)."""
         for e in reversed(self.stacks[key]):
-            if e.owns_ref:
-                return e.span
+            if e.duplicate or (e.exited and e.owner == key):
+                continue
+            return e.span if e.span.live and not e.exited else None
         return None
 
     def settle(self) -> None:
@@ -252,27 +273,56 @@ class RegistryModel:
         self.settle()
 
     def enter(self, key: Hashable, span: ModelSpan) -> bool:
-        """R5: whether the entry succeeds (the span is live)."""
+        """R5: whether the entry succeeds (the span is live). It holds a
+        reference unless this context holds the span already."""
         if not span.live:
             return False
-        stack = self.stacks[key]
-        duplicate = any(e.span is span for e in stack)
-        stack.append(ModelEntry(span, owns_ref=not duplicate))
+        duplicate = any(e.span is span and e.holds for e in self.made[key])
+        entry = ModelEntry(span, key, duplicate)
+        self.stacks[key].append(entry)
+        self.made[key].append(entry)
         return True
 
     def exit(self, key: Hashable, span: ModelSpan) -> bool:
-        """R5: removes the most recent entry of `span`; the entries above it
-        are replaced by copies (new identities, same flags), as the bindings
-        do. Whether an entry was found."""
+        """R5: removes the most recent entry of `span` from the context's
+        view; if the context made it, it is exited (and releases its
+        reference, if it held one). Whether an entry was found."""
         stack = self.stacks[key]
         for i in range(len(stack) - 1, -1, -1):
-            if stack[i].span is span:
-                self.stacks[key] = stack[:i] + [
-                    ModelEntry(e.span, e.owns_ref) for e in stack[i + 1 :]
-                ]
+            e = stack[i]
+            if e.exited and e.owner == key:
+                continue
+            if e.span is span:
+                if e.owner == key:
+                    e.exited = True
+                self._remove(key, i)
                 self.settle()
                 return True
         return False
+
+    def exit_entry(self, key: Hashable, entry: ModelEntry) -> None:
+        """R5: a ``with`` block's exit, run in context `key`, of the entry
+        its ``__enter__`` made, wherever that was: the entry is exited (it
+        stops counting and being current everywhere) and leaves `key`'s
+        view if it is there."""
+        if entry.exited:
+            return
+        entry.exited = True
+        stack = self.stacks.get(key, [])
+        at = next((i for i, e in enumerate(stack) if e is entry), None)
+        self._remove(key, at)
+        self.settle()
+
+    def _remove(self, key: Hashable, at: int | None) -> None:
+        """Removes entry `at` from `key`'s view (if any); as the registry
+        does, the context's own exited entries on its top go with it."""
+        stack = self.stacks.get(key, [])
+        if at is not None:
+            del stack[at]
+            if at < len(stack):
+                return
+        while stack and stack[-1].exited and stack[-1].owner == key:
+            stack.pop()
 
     def record(self, span: ModelSpan, fields: dict[str, Any]) -> bool:
         """R10: whether the recording succeeds (the span is live)."""
@@ -283,13 +333,18 @@ class RegistryModel:
 
     def new_context(self, key: Hashable, parent: Hashable | None = None) -> None:
         """An empty context, or a copy of `parent` sharing its entries (an
-        asyncio task created there, ``parent_ctx.run(copy_context)``)."""
+        asyncio task created there, ``parent_ctx.run(copy_context)``); the
+        copy holds none of them."""
         self.stacks[key] = [] if parent is None else list(self.stacks[parent])
+        self.made[key] = []
 
     def drop_context(self, key: Hashable) -> None:
         """A context that ended (a thread, a task, a ``Context`` object
-        freed): the references its stack held go (R11)."""
+        freed): the references its entries held go, and no copy inherits
+        them (R11)."""
         del self.stacks[key]
+        for e in self.made.pop(key):
+            e.exited = True
         self.settle()
 
     def span_with_id(self, sid: int) -> ModelSpan | None:

@@ -176,6 +176,8 @@ def test_context_task_entries_do_not_leak_to_creator(reg: Registry) -> None:
 def test_context_copy_context_run_sees_current_and_does_not_leak(reg: Registry) -> None:
     with reg.span("outer") as outer:
         ctx = contextvars.copy_context()
+        # The copy sees the entry that was current when it was made ...
+        assert ctx.run(reg.current_span) == outer.id
 
     def inside() -> tuple[Any, Any]:
         before = reg.current_span()
@@ -183,13 +185,12 @@ def test_context_copy_context_run_sees_current_and_does_not_leak(reg: Registry) 
             parent = reg.get(inner.id).parent_id
         return before, parent
 
+    # ... but holds none of it (R5): the span closed with its block.
     assert reg.current_span() is None
-    # The copy holds the entry that was current when it was made.
-    assert reg.ref_count(outer.id) == 1
-    assert ctx.run(inside) == (outer.id, outer.id)
+    assert len(reg) == 0
+    assert ctx.run(inside) == (None, None)
     del ctx
-    gc.collect()
-    assert reg.get(outer.id) is None
+    assert len(reg) == 0
 
 
 def test_context_many_tasks_concurrently_each_own_stack(reg: Registry) -> None:
@@ -314,8 +315,8 @@ def test_context_async_generator_consumed_and_closed_in_tasks_still_running(
             sid = await gen.__anext__()
             seen.append(sid)
             await closed.wait()
-            # B closed the generator; this task's entry still holds the span
-            # and it is still current here.
+            # B closed the generator: its `with` exited the very entry it
+            # made here (R5), so the span closed and is current nowhere.
             seen.append(reg.current_span())
             seen.append(reg.ref_count(sid))
             a_done.set()
@@ -329,7 +330,7 @@ def test_context_async_generator_consumed_and_closed_in_tasks_still_running(
 
         await asyncio.gather(consume(), close())
         sid = seen[0]
-        assert seen == [sid, sid, 1]
+        assert seen == [sid, None, 0]
         await settle()
         assert len(reg) == 0
 
@@ -372,8 +373,8 @@ def test_context_sync_generator_closed_from_another_thread(
     sid = seen.pop("sid")
     expected: dict[str, Any] = {"current_in_owner": sid, "current_in_closer": None}
     if not owner_ends_first:
-        # The owner's stack entry is the span's only reference left.
-        expected |= {"count_after_close": 1, "current_after_close": sid}
+        # The closer's `with` exit exited the owner's entry (R5).
+        expected |= {"count_after_close": 0, "current_after_close": None}
     assert seen == expected
     assert reg.get(sid) is None
     assert len(reg) == 0

@@ -40,6 +40,7 @@ from pykregistry import Registry
 from pykregistry.testing import (
     INDEX,
     OP_KINDS,
+    ModelEntry,
     ModelSpan,
     ProgramChecker,
     SpanOp,
@@ -242,7 +243,7 @@ class TaskWorker:
     key: int
     inbox: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     outbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    held: list[ModelSpan] = field(default_factory=list)
+    held: list[tuple[ModelSpan, ModelEntry]] = field(default_factory=list)
 
     async def serve(self, env: Env) -> bool:
         """Returns True when told to stop, False at ``unhold``."""
@@ -284,7 +285,8 @@ class Env:
     tasks: dict[int, asyncio.Task[bool]] = field(default_factory=dict)
     workers: dict[int, TaskWorker] = field(default_factory=dict)
     gens: list[Any] = field(default_factory=list)
-    gen_spans: dict[int, ModelSpan] = field(default_factory=dict)  # id(gen) -> span
+    # id(gen) -> its span and the entry its `with` made
+    gen_spans: dict[int, tuple[ModelSpan, ModelEntry]] = field(default_factory=dict)
 
     async def spans_gen(self) -> AsyncIterator[int]:
         with self.reg.span("agen") as s:
@@ -355,8 +357,8 @@ async def drive(reg: Registry, checker: ProgramChecker, program: list[Any]) -> N
                 raise AssertionError("the cancelled task finished")
         # Each `with` block it was suspended in exited in its context, and
         # released its handle; then the task and its context go.
-        for s in reversed(w.held):
-            checker.model.exit(key, s)
+        for s, entry in reversed(w.held):
+            checker.model.exit_entry(key, entry)
             checker.model.release_handle(s)
         del w, task
         # The loop still holds the task's context in the handle that ran its
@@ -392,15 +394,15 @@ async def drive(reg: Registry, checker: ProgramChecker, program: list[Any]) -> N
                 sid, current = await call(w, "hold")
                 s = new_handle_span(checker, key, sid, "held")
                 checker.model.enter(key, s)
-                w.held.append(s)
+                w.held.append((s, checker.model.stacks[key][-1]))
                 check_current(checker, key, current)
                 checker.check_registry()
             elif kind == "unhold":
                 if not w.held:
                     continue
                 current = await call(w, "unhold")
-                s = w.held.pop()
-                checker.model.exit(key, s)
+                s, entry = w.held.pop()
+                checker.model.exit_entry(key, entry)
                 checker.model.release_handle(s)
                 check_current(checker, key, current)
                 checker.check_registry()
@@ -408,14 +410,14 @@ async def drive(reg: Registry, checker: ProgramChecker, program: list[Any]) -> N
                 sid, current = await call(w, "agen_start")
                 s = new_handle_span(checker, key, sid, "agen")
                 checker.model.enter(key, s)
-                env.gen_spans[id(env.gens[-1])] = s
+                env.gen_spans[id(env.gens[-1])] = (s, checker.model.stacks[key][-1])
                 check_current(checker, key, current)
                 checker.check_registry()
             elif kind == "agen_close":
                 if not env.gens:
                     continue
                 gen = env.gens.pop(item[2] % len(env.gens))
-                s = env.gen_spans.pop(id(gen))
+                s, entry = env.gen_spans.pop(id(gen))
                 note(f"close the generator of {s} from task {key} {checker.model.stacks[key]}")
                 event(
                     "generator closed in a task",
@@ -424,8 +426,9 @@ async def drive(reg: Registry, checker: ProgramChecker, program: list[Any]) -> N
                     else "not holding its entry",
                 )
                 current = await call(w, "agen_close", gen)
-                # The generator's `with` exits in the closing task's context.
-                checker.model.exit(key, s)
+                # The generator's `with` exits its own entry, from the
+                # closing task (R5).
+                checker.model.exit_entry(key, entry)
                 checker.model.release_handle(s)
                 check_current(checker, key, current)
                 checker.check_registry()
@@ -433,9 +436,9 @@ async def drive(reg: Registry, checker: ProgramChecker, program: list[Any]) -> N
         # holds nothing), then end the tasks.
         checker.add_context("driver")
         for gen in env.gens:
-            s = env.gen_spans.pop(id(gen))
+            s, entry = env.gen_spans.pop(id(gen))
             await gen.aclose()
-            checker.model.exit("driver", s)
+            checker.model.exit_entry("driver", entry)
             checker.model.release_handle(s)
             checker.check_registry()
         env.gens.clear()

@@ -192,12 +192,35 @@ def test_model_counts_follow_r9() -> None:
     assert m.current("a") is root  # the duplicate is not current (R6)
     assert m.try_close(child) is False
     assert m.try_close(root) is False
+    assert m.current("b") is root  # b sees a's entries ...
     m.drop_context("a")
-    assert m.counts() == {root: 2, child: 1}  # b still holds the entries
-    m.drop_context("b")
+    # ... but holds none of them: a's end closes both (R5, R11).
     assert not root.live
     assert not child.live
     assert m.counts() == {}
+    assert m.current("b") is None
+    m.drop_context("b")
+
+
+def test_model_entry_exited_by_its_guard_elsewhere() -> None:
+    """The model alone: a `with` block's exit run in another context exits
+    its own entry; the maker then sees what is below, a copy sees nothing
+    current (the entry is only a trace parent there)."""
+    m = RegistryModel()
+    m.new_context("a")
+    outer = m.new_span("outer", 1, None, handle=True)
+    assert m.enter("a", outer)
+    gen = m.new_span("gen", 2, outer, handle=True)
+    assert m.enter("a", gen)
+    entry = m.stacks["a"][-1]
+    m.new_context("copy", parent="a")
+    m.new_context("closer")
+    m.exit_entry("closer", entry)
+    m.release_handle(gen)
+    assert not gen.live
+    assert m.current("a") is outer
+    assert m.current("copy") is None
+    assert m.counts() == {outer: 2}
 
 
 def test_program_checker_with_steps_run_on_threads() -> None:

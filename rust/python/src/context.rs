@@ -1,258 +1,717 @@
-//! Contexts: one stack of entered spans per thread and per asyncio task.
+//! Contexts: one stack of entered spans per thread and per asyncio task
+//! (SPEC section 3, R5, R6, R9, R11).
 //!
-//! The stack is an immutable linked list of [`StackNode`]s held in a
-//! `contextvars.ContextVar` private to each registry. Threads get their own
-//! context; an asyncio task gets a copy of its creator's, so it shares the
-//! creator's nodes: the span current where it was created is its current
-//! span, and stays alive while the task's context holds the node.
+//! # The model
 //!
-//! Each non-duplicate node owns one reference on its span, released when the
-//! node is freed — that is, when no context holds it any more. Nothing here
-//! uses `ContextVar.reset(token)`: entering and exiting only read the
-//! calling context's stack and set a new one, so a span exited from another
-//! context (a generator closed from another task) is simply not found there.
+//! Every registry keeps its stacks in one `contextvars.ContextVar`, shared
+//! by all registries (P14: a variable set in a context can never be removed
+//! from it, so one per registry would leak). Its value is the top [`Entry`]
+//! of an immutable linked list. A copied context (an asyncio task, a
+//! `call_soon` handle, `copy_context()`) shares the very same entries, and
+//! the moment of a copy cannot be observed; so the stack must be right in
+//! the variable at every moment, and an entry records who made it.
+//!
+//! - An entry's *owner* is the `contextvars.Context` that made it, told
+//!   apart from later contexts at the same address through a weak
+//!   reference ([`Owner`]). Only the owner's entries hold references: a
+//!   copy sees what it inherited but keeps none of it alive (R5, R9).
+//! - The first entry of a span by an owner holds one reference (`HELD`); a
+//!   further entry of it while that one is unexited is a duplicate and
+//!   holds none. Whether an owner holds a span is kept with the span
+//!   ([`SpanExt::claim`](crate::ext::SpanExt)), so entering is O(1) in the
+//!   depth of the stack (P13).
+//! - Exiting marks the entry `EXITED` wherever it is seen, and releases its
+//!   reference if it held one. A `with` block exits the very entry it made,
+//!   from whatever context its exit runs in (a generator closed by another
+//!   task). The variable is a view: entries the calling context exited are
+//!   skipped when it is read, and trimmed off its top. So an update of the
+//!   variable lost to a garbage-collection finalizer that ran in the middle
+//!   of another enter or exit can hide an entry, but never resurrect one,
+//!   nor change a count.
+//! - When a context ends, the references its unexited entries hold are
+//!   released (R11) by the weak reference's callback.
+//! - A context's current span (R6) is its topmost entry that is not a
+//!   duplicate nor an exit of its own. An inherited entry names its span by
+//!   identity (span and trace id, R13): once that span has closed, or its
+//!   entry was exited, it stops being current, but new spans there keep it
+//!   as their parent in the trace.
+//!
+//! Nothing here uses `ContextVar.reset(token)`.
+//!
+//! # Concurrency
+//!
+//! The module is declared `gil_used`: every function here runs holding the
+//! GIL, and the per-owner list ([`GilCell`]) is only touched in short
+//! sections that run no Python code and drop no Python object.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
 
-use pykregistry_core::Id;
+use pykregistry_core::{Id, Op, TraceParent};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
 use crate::errors::RegistryError;
-use crate::registry::Core;
+use crate::registry::{release, Core};
 
-/// One entry of a context's stack. Immutable once made.
-#[pyclass(name = "_StackNode", module = "pykregistry", frozen)]
-pub(crate) struct StackNode {
-    pub(crate) id: Id,
-    /// The topmost non-duplicate entry from here down.
-    current: Id,
-    /// Whether this is the span's first entry on this stack, which holds a
-    /// reference.
-    owns_ref: bool,
-    next: Option<Py<StackNode>>,
+extern "C" {
+    /// `PyThreadState_Get()->context`, borrowed; see `csrc/context.c`.
+    fn pykregistry_current_context() -> *mut ffi::PyObject;
+}
+
+/// The entry holds one reference on its span.
+const HELD: u8 = 1;
+/// The entry is the one its span records as held by its owner.
+const PRIMARY: u8 = 2;
+/// The entry was exited (or its owner ended): it no longer counts.
+const EXITED: u8 = 4;
+/// The entry is a duplicate: its owner held the span already.
+const DUP: u8 = 8;
+
+/// One entry of a context's stack: a span entered by one context.
+///
+/// Immutable but for its flags; shared by every context copied from the
+/// one that pushed it.
+#[pyclass(name = "_Entry", module = "pykregistry", frozen)]
+pub(crate) struct Entry {
     core: Core,
+    id: Id,
+    span_id: u64,
+    trace_id: u128,
+    owner: Arc<Owner>,
+    flags: AtomicU8,
+    /// The entry below; an owned reference, set once before the entry is
+    /// published (so that nothing runs between reading the stack and
+    /// pushing on it).
+    next: AtomicPtr<ffi::PyObject>,
+    /// A copy made when another context removed an entry below it from
+    /// its own view: its state lives in the original.
+    alias: Option<Py<Entry>>,
+    /// The entry the same guard (`Span` or `Entered`) made before this
+    /// one and has not exited yet; an owned reference or null.
+    pub(crate) guard_prev: AtomicPtr<ffi::PyObject>,
 }
 
-/// The `ContextVar` holding a registry's stacks.
-pub(crate) struct ContextStack {
-    var: Py<PyAny>,
+/// A `contextvars.Context` that has made entries.
+pub(crate) struct Owner {
+    serial: u64,
+    /// The context's address; meaningful only while `alive`.
+    ctx: usize,
+    /// Cleared by the weak reference's callback when the context ends.
+    alive: AtomicBool,
+    /// The weak reference to the context, whose callback ends the owner.
+    weak: Option<Py<PyAny>>,
+    /// The owner's entries that hold a reference.
+    held: GilCell<Vec<Py<Entry>>>,
 }
 
-// === impl ContextStack ===
+/// A `RefCell` shared between threads that only touch it holding the GIL.
+pub(crate) struct GilCell<T>(RefCell<T>);
 
-impl ContextStack {
-    pub(crate) fn new(py: Python<'_>) -> PyResult<Self> {
+// SAFETY: the module is declared `gil_used`, so every access happens with
+// the GIL held, one thread at a time; borrows never span Python code (which
+// could release the GIL).
+unsafe impl<T: Send> Sync for GilCell<T> {}
+
+/// The callback of an owner's weak reference: the context ended.
+#[pyclass(name = "_ContextEnd", module = "pykregistry", frozen)]
+struct ContextEnd {
+    owner: Weak<Owner>,
+}
+
+/// Where a new span's contextual parent comes from.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Contextual {
+    /// The registry parent: the current span, if it is live.
+    pub(crate) id: Option<Id>,
+    /// The current entry's span by identity, live or not (R13).
+    pub(crate) trace: Option<TraceParent>,
+}
+
+static VAR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
+
+/// Every context that has made entries and has not ended, by address.
+static OWNERS: GilCell<Option<HashMap<usize, Arc<Owner>>>> = GilCell(RefCell::new(None));
+
+thread_local! {
+    /// The owner this thread used last: most calls come from the context
+    /// that made the previous entry.
+    static LAST_OWNER: RefCell<Weak<Owner>> = const { RefCell::new(Weak::new()) };
+    /// Entries waiting to be dropped by an outer `Entry::drop` on this
+    /// thread, so that freeing a deep stack is a loop, not a recursion.
+    static DEFERRED: RefCell<Option<Vec<*mut ffi::PyObject>>> = const { RefCell::new(None) };
+}
+
+// === the variable ===
+
+/// The one `ContextVar` of every registry.
+fn var(py: Python<'_>) -> PyResult<&Py<PyAny>> {
+    VAR.get_or_try_init(py, || {
         // SAFETY: the name is a NUL-terminated literal; a NULL default means
         // "no value", which `top` reads as the empty stack.
-        let var = unsafe { ffi::PyContextVar_New(c"pykregistry.stack".as_ptr(), ptr::null_mut()) };
+        let var =
+            unsafe { ffi::PyContextVar_New(c"pykregistry.stack".as_ptr(), ptr::null_mut()) };
         // SAFETY: a new reference or NULL with an exception set.
-        let var = unsafe { Bound::from_owned_ptr_or_err(py, var)? };
-        Ok(Self { var: var.unbind() })
-    }
-
-    /// The top of the calling context's stack.
-    pub(crate) fn top<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, StackNode>>> {
-        let mut value: *mut ffi::PyObject = ptr::null_mut();
-        // SAFETY: `var` is a ContextVar; `value` receives a new reference or NULL.
-        if unsafe { ffi::PyContextVar_Get(self.var.as_ptr(), ptr::null_mut(), &raw mut value) } < 0
-        {
-            return Err(PyErr::fetch(py));
-        }
-        if value.is_null() {
-            return Ok(None);
-        }
-        // SAFETY: a new reference; only `set` writes this private variable, and
-        // it stores a `StackNode` or `None`.
-        let value = unsafe { Bound::from_owned_ptr(py, value) };
-        if value.is_none() {
-            Ok(None)
-        } else {
-            // SAFETY: see above.
-            Ok(Some(unsafe { value.cast_into_unchecked::<StackNode>() }))
-        }
-    }
-
-    fn set(&self, py: Python<'_>, top: Option<&Bound<'_, StackNode>>) -> PyResult<()> {
-        let value = top.map_or_else(|| py.None().into_bound(py), |n| n.clone().into_any());
-        // SAFETY: `var` is a ContextVar and `value` a live object. The token
-        // (a new reference) holds the old value; dropping it at once lets the
-        // old top node go as soon as no context holds it.
-        let token = unsafe { ffi::PyContextVar_Set(self.var.as_ptr(), value.as_ptr()) };
-        // SAFETY: a new reference or NULL with an exception set.
-        drop(unsafe { Bound::from_owned_ptr_or_err(py, token)? });
-        Ok(())
-    }
-
-    /// The calling context's current span.
-    pub(crate) fn current(&self, py: Python<'_>) -> PyResult<Option<Id>> {
-        Ok(self.top(py)?.map(|n| n.get().current))
-    }
-
-    /// Pushes `id` on the calling context's stack. Its first entry there
-    /// takes a reference; an ID that is not live is an error and pushes
-    /// nothing.
-    pub(crate) fn enter(&self, py: Python<'_>, core: &Core, id: Id) -> PyResult<()> {
-        let top = self.top(py)?;
-        let duplicate = iter(top.as_ref()).any(|n| n.get().id == id);
-        // The span's timings learn of the entry through the same lookup that
-        // checks it (and, for a first entry, takes its reference).
-        if duplicate {
-            // Duplicates are entries of a span this stack already holds, so
-            // it is live; check anyway so a bookkeeping bug can't push junk.
-            core.live_slot(id, pykregistry_core::Op::Enter)
-                .map_err(RegistryError)?
-                .ext()
-                .on_enter();
-        } else {
-            core.clone_span_ref(id)
-                .map_err(|e| {
-                    RegistryError(match e {
-                        pykregistry_core::Error::NotLive { id, .. } => {
-                            pykregistry_core::Error::NotLive {
-                                id,
-                                op: pykregistry_core::Op::Enter,
-                            }
-                        }
-                        e => e,
-                    })
-                })?
-                .ext()
-                .on_enter();
-        }
-        let current = match (&top, duplicate) {
-            (Some(t), true) => t.get().current,
-            _ => id,
-        };
-        let node = StackNode {
-            id,
-            current,
-            owns_ref: !duplicate,
-            next: top.map(Bound::unbind),
-            core: core.clone(),
-        };
-        // If allocating the node fails, dropping `node` releases the reference.
-        let node = Bound::new(py, node)?;
-        self.set(py, Some(&node))
-    }
-
-    /// Removes the most recent entry of `id` from the calling context's
-    /// stack, even if it is not on top. Entries above it are copied (the
-    /// copies take references of their own; the originals release theirs
-    /// when no context holds them). Returns the removed entry, if one was
-    /// found: while the caller holds it, its reference is not yet released,
-    /// so layers can be told of the exit before the span may close.
-    pub(crate) fn exit<'py>(
-        &self,
-        py: Python<'py>,
-        id: Id,
-    ) -> PyResult<Option<Bound<'py, StackNode>>> {
-        let Some(top) = self.top(py)? else {
-            return Ok(None);
-        };
-        if top.get().id == id {
-            let below = top.get().next.as_ref().map(|n| n.bind(py).clone());
-            self.set(py, below.as_ref())?;
-            return Ok(Some(top));
-        }
-        let mut above = Vec::new();
-        let mut found = None;
-        for node in iter(Some(&top)) {
-            if node.get().id == id {
-                found = Some(node);
-                break;
-            }
-            above.push(node);
-        }
-        let Some(found) = found else {
-            return Ok(None);
-        };
-        let mut base = found.get().next.as_ref().map(|n| n.bind(py).clone());
-        for node in above.iter().rev() {
-            let n = node.get();
-            if n.owns_ref {
-                n.core.clone_span(n.id).map_err(RegistryError)?;
-            }
-            let current = match (&base, n.owns_ref) {
-                (Some(b), false) => b.get().current,
-                _ => n.id,
-            };
-            base = Some(Bound::new(
-                py,
-                StackNode {
-                    id: n.id,
-                    current,
-                    owns_ref: n.owns_ref,
-                    next: base.map(Bound::unbind),
-                    core: n.core.clone(),
-                },
-            )?);
-        }
-        self.set(py, base.as_ref())?;
-        Ok(Some(found))
-    }
-}
-
-/// The nodes from `top` down.
-fn iter<'py>(top: Option<&Bound<'py, StackNode>>) -> impl Iterator<Item = Bound<'py, StackNode>> {
-    let mut next = top.cloned();
-    std::iter::from_fn(move || {
-        let node = next.take()?;
-        next = node.get().next.as_ref().map(|n| n.bind(node.py()).clone());
-        Some(node)
+        Ok(unsafe { Bound::from_owned_ptr_or_err(py, var)? }.unbind())
     })
 }
 
-// === impl StackNode ===
-
-thread_local! {
-    /// Nodes waiting to be dropped by an outer `StackNode::drop` on this
-    /// thread, so that freeing a deep stack is a loop, not a recursion.
-    static DEFERRED: RefCell<Option<Vec<Py<StackNode>>>> = const { RefCell::new(None) };
+/// The top of the calling context's stack. Anything but an `Entry` in the
+/// variable (it can be reached, and set, through `copy_context()`) reads
+/// as the empty stack.
+fn top(py: Python<'_>) -> PyResult<Option<Bound<'_, Entry>>> {
+    let var = var(py)?;
+    let mut value: *mut ffi::PyObject = ptr::null_mut();
+    // SAFETY: `var` is a ContextVar; `value` receives a new reference or NULL.
+    if unsafe { ffi::PyContextVar_Get(var.as_ptr(), ptr::null_mut(), &raw mut value) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    if value.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: a new reference.
+    let value = unsafe { Bound::from_owned_ptr(py, value) };
+    Ok(value.cast_into::<Entry>().ok())
 }
 
-impl Drop for StackNode {
-    fn drop(&mut self) {
-        if self.owns_ref {
-            crate::registry::release(&self.core, self.id);
+fn set_top(py: Python<'_>, top: Option<&Bound<'_, Entry>>) -> PyResult<()> {
+    let var = var(py)?;
+    let value = top.map_or_else(|| py.None().into_bound(py), |n| n.clone().into_any());
+    // SAFETY: `var` is a ContextVar and `value` a live object. The token (a
+    // new reference) holds the old value; dropping it at once lets the old
+    // top go as soon as no context holds it.
+    let token = unsafe { ffi::PyContextVar_Set(var.as_ptr(), value.as_ptr()) };
+    // SAFETY: a new reference or NULL with an exception set.
+    drop(unsafe { Bound::from_owned_ptr_or_err(py, token)? });
+    Ok(())
+}
+
+/// The calling context's address; 0 if the thread has none yet.
+fn context_address() -> usize {
+    // SAFETY: called with the GIL held; returns a borrowed pointer or NULL.
+    unsafe { pykregistry_current_context() as usize }
+}
+
+// === impl Owner ===
+
+impl Owner {
+    fn is(&self, ctx: usize) -> bool {
+        self.ctx == ctx && self.alive.load(Ordering::Relaxed)
+    }
+
+    /// The calling context's owner, made on its first entry.
+    fn calling(py: Python<'_>) -> PyResult<Arc<Owner>> {
+        let ctx = context_address();
+        let cached = LAST_OWNER
+            .try_with(|last| last.borrow().upgrade().filter(|o| o.is(ctx)))
+            .ok()
+            .flatten();
+        if let Some(owner) = cached {
+            return Ok(owner);
         }
-        let Some(next) = self.next.take() else { return };
-        // The outermost drop on this thread owns the queue and drains it;
-        // drops inside it only queue their successor. If thread-local
-        // storage is gone (thread teardown), `next` drops right here.
-        let outermost = DEFERRED.try_with(|d| {
-            let mut d = d.borrow_mut();
-            if let Some(pending) = d.as_mut() {
-                pending.push(next);
-                None
-            } else {
-                *d = Some(Vec::new());
-                Some(next)
+        if ctx == 0 {
+            // The thread has not touched a context variable yet: copying
+            // the current context makes its own, as setting one would.
+            // SAFETY: a new reference or NULL with an exception set.
+            drop(unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent())? });
+            if context_address() == 0 {
+                return Err(pyo3::exceptions::PyRuntimeError::new_err(
+                    "pykregistry: this thread has no context",
+                ));
+            }
+            return Self::calling(py);
+        }
+        let known = OWNERS
+            .0
+            .borrow()
+            .as_ref()
+            .and_then(|owners| owners.get(&ctx).filter(|o| o.is(ctx)).cloned());
+        let owner = match known {
+            Some(owner) => owner,
+            None => {
+                let owner = Self::new(py, ctx)?;
+                let old = OWNERS
+                    .0
+                    .borrow_mut()
+                    .get_or_insert_with(HashMap::new)
+                    .insert(ctx, Arc::clone(&owner));
+                drop(old);
+                owner
+            }
+        };
+        let _ = LAST_OWNER.try_with(|last| *last.borrow_mut() = Arc::downgrade(&owner));
+        Ok(owner)
+    }
+
+    fn new(py: Python<'_>, ctx: usize) -> PyResult<Arc<Owner>> {
+        let owner = Arc::new_cyclic(|me: &Weak<Owner>| {
+            let weak = Self::watch(py, ctx, me.clone());
+            Owner {
+                serial: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+                ctx,
+                alive: AtomicBool::new(weak.is_some()),
+                weak,
+                held: GilCell(RefCell::new(Vec::new())),
             }
         });
-        if let Ok(Some(next)) = outermost {
-            drop(next);
-            while let Some(node) = DEFERRED
-                .try_with(|d| d.borrow_mut().as_mut().and_then(Vec::pop))
-                .ok()
-                .flatten()
-            {
-                drop(node);
-            }
-            let _ = DEFERRED.try_with(|d| d.borrow_mut().take());
+        if owner.weak.is_none() {
+            return Err(PyErr::take(py).unwrap_or_else(|| {
+                pyo3::exceptions::PyRuntimeError::new_err("cannot watch the calling context")
+            }));
         }
+        Ok(owner)
+    }
+
+    /// A weak reference to the context at `ctx` whose callback ends `owner`.
+    /// `None` with the exception set, if one cannot be made.
+    fn watch(py: Python<'_>, ctx: usize, owner: Weak<Owner>) -> Option<Py<PyAny>> {
+        let callback = Bound::new(py, ContextEnd { owner }).ok()?;
+        // SAFETY: `ctx` is the calling thread's current context, alive while
+        // this runs; the result is a new reference or NULL with an exception.
+        let weak = unsafe {
+            ffi::PyWeakref_NewRef(ctx as *mut ffi::PyObject, callback.as_ptr())
+        };
+        // SAFETY: as above.
+        unsafe { Bound::from_owned_ptr_or_opt(py, weak) }.map(Bound::unbind)
+    }
+
+    /// Whether this owner holds `id` of `core` through one of its entries.
+    fn holds(&self, core: &Core, id: Id) -> bool {
+        self.held.0.borrow().iter().any(|e| {
+            let e = e.get();
+            e.id == id && e.core.uid() == core.uid() && e.flags.load(Ordering::Relaxed) & HELD != 0
+        })
+    }
+
+    fn forget(&self, entry: &Entry) -> Option<Py<Entry>> {
+        let mut held = self.held.0.borrow_mut();
+        let at = held.iter().rposition(|e| ptr::eq(e.get(), entry))?;
+        Some(held.remove(at))
     }
 }
 
 #[pymethods]
-impl StackNode {
+impl ContextEnd {
+    /// The context ended: its entries stop counting and release what they
+    /// hold (R11).
+    fn __call__(&self, _weak: &Bound<'_, PyAny>) {
+        let Some(owner) = self.owner.upgrade() else { return };
+        owner.alive.store(false, Ordering::Relaxed);
+        let held = std::mem::take(&mut *owner.held.0.borrow_mut());
+        for entry in held.iter().rev() {
+            let e = entry.get();
+            let flags = e.flags.fetch_or(EXITED, Ordering::Relaxed);
+            if flags & EXITED == 0 {
+                e.let_go(flags);
+            }
+        }
+        drop(held);
+        let removed = {
+            let mut owners = OWNERS.0.borrow_mut();
+            let owners = owners.as_mut();
+            owners.and_then(|o| match o.get(&owner.ctx) {
+                Some(o2) if Arc::ptr_eq(o2, &owner) => o.remove(&owner.ctx),
+                _ => None,
+            })
+        };
+        drop(removed);
+    }
+}
+
+// === impl Entry ===
+
+impl Entry {
+    /// The entry whose state this is: itself, or the original of a copy.
+    fn state(&self) -> &Entry {
+        match &self.alias {
+            Some(original) => original.get(),
+            None => self,
+        }
+    }
+
+    fn next<'py>(&self, py: Python<'py>) -> Option<Bound<'py, Entry>> {
+        let next = self.next.load(Ordering::Relaxed);
+        // SAFETY: `next` is null or an owned reference to an `Entry`, which
+        // this entry keeps alive.
+        (!next.is_null())
+            .then(|| unsafe { Bound::from_borrowed_ptr(py, next).cast_into_unchecked::<Entry>() })
+    }
+
+    /// Whether the calling context (at `ctx`) made this entry.
+    fn own(&self, ctx: usize) -> bool {
+        self.owner.is(ctx)
+    }
+
+    fn trace_parent(&self) -> TraceParent {
+        TraceParent {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+        }
+    }
+
+    /// The span, if it is still the one this entry names (R13: a registry
+    /// ID can come back after its slot is reused).
+    fn live(&self) -> bool {
+        self.core
+            .get(self.id)
+            .is_some_and(|s| s.span_id() == self.span_id && s.ref_count() > 0)
+    }
+
+    /// What the entry gives up as it stops counting (its flags were
+    /// `flags` before `EXITED` was set): the span's timing, the owner's
+    /// claim, and its reference, which may close the span.
+    fn let_go(&self, flags: u8) {
+        if let Some(span) = self.core.get(self.id) {
+            if span.span_id() == self.span_id {
+                let ext = span.ext();
+                ext.on_exit();
+                if flags & HELD != 0 {
+                    ext.unclaim(flags & PRIMARY != 0);
+                }
+            }
+        }
+        if flags & HELD != 0 {
+            self.flags.fetch_and(!HELD, Ordering::Relaxed);
+            release(&self.core, self.id);
+        }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let prev = self.guard_prev.swap(ptr::null_mut(), Ordering::Relaxed);
+        if !prev.is_null() {
+            defer_decref(prev);
+        }
+        let next = self.next.swap(ptr::null_mut(), Ordering::Relaxed);
+        if !next.is_null() {
+            defer_decref(next);
+        }
+    }
+}
+
+/// Releases an owned reference to an entry. The outermost drop on this
+/// thread drains the queue; drops inside it only queue, so freeing a chain
+/// of a million entries is a loop, not a recursion. If thread-local storage
+/// is gone (thread teardown), the reference goes at once.
+fn defer_decref(obj: *mut ffi::PyObject) {
+    let queued = DEFERRED.try_with(|d| {
+        if let Some(pending) = d.borrow_mut().as_mut() {
+            pending.push(obj);
+            return true;
+        }
+        false
+    });
+    match queued {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = DEFERRED.try_with(|d| *d.borrow_mut() = Some(Vec::new()));
+            // SAFETY: an owned reference, released with the GIL held (entries
+            // are only dropped by the interpreter or under the GIL).
+            unsafe { ffi::Py_DECREF(obj) };
+            while let Some(next) = DEFERRED
+                .try_with(|d| d.borrow_mut().as_mut().and_then(Vec::pop))
+                .ok()
+                .flatten()
+            {
+                // SAFETY: as above.
+                unsafe { ffi::Py_DECREF(next) };
+            }
+            let _ = DEFERRED.try_with(|d| d.borrow_mut().take());
+        }
+        // SAFETY: as above.
+        Err(_) => unsafe { ffi::Py_DECREF(obj) },
+    }
+}
+
+#[pymethods]
+impl Entry {
     fn __repr__(&self) -> String {
+        let s = self.state();
+        let flags = s.flags.load(Ordering::Relaxed);
         format!(
-            "_StackNode(id={}, current={}, duplicate={})",
-            self.id.into_u64(),
-            self.current.into_u64(),
-            if self.owns_ref { "False" } else { "True" }
+            "_Entry(id={}, duplicate={}, exited={})",
+            s.id.into_u64(),
+            if flags & DUP != 0 { "True" } else { "False" },
+            if flags & EXITED != 0 { "True" } else { "False" },
         )
+    }
+}
+
+// === the operations ===
+
+/// R5: enters span `id` of `core` in the calling context. The first entry
+/// of a span by a context takes a reference; entering it again while that
+/// entry is unexited takes none. An ID that is not live is an error and
+/// pushes nothing. Returns the entry, for the guard that exits it.
+pub(crate) fn enter<'py>(py: Python<'py>, core: &Core, id: Id) -> PyResult<Bound<'py, Entry>> {
+    let owner = Owner::calling(py)?;
+    let (flags, span_id, trace_id) = {
+        let span = core
+            .live_slot(id, Op::Enter)
+            .map_err(RegistryError)?;
+        let ext = span.ext();
+        let duplicate = ext.claimed_by(owner.serial) || (ext.shared() && owner.holds(core, id));
+        let flags = if duplicate {
+            DUP
+        } else {
+            core.clone_span(id)
+                .map_err(|_| {
+                    RegistryError(pykregistry_core::Error::NotLive { id: id.into_u64(), op: Op::Enter })
+                })?;
+            HELD | if ext.claim(owner.serial) { PRIMARY } else { 0 }
+        };
+        ext.on_enter();
+        (flags, span.span_id(), span.trace_id())
+    };
+    let made = Bound::new(
+        py,
+        Entry {
+            core: core.clone(),
+            id,
+            span_id,
+            trace_id,
+            owner: Arc::clone(&owner),
+            flags: AtomicU8::new(flags),
+            next: AtomicPtr::new(ptr::null_mut()),
+            alias: None,
+            guard_prev: AtomicPtr::new(ptr::null_mut()),
+        },
+    );
+    let entry = match made {
+        Ok(entry) => entry,
+        Err(e) => {
+            // Undo: what the entry would have held.
+            let undo = Entry {
+                core: core.clone(),
+                id,
+                span_id,
+                trace_id,
+                owner,
+                flags: AtomicU8::new(flags),
+                next: AtomicPtr::new(ptr::null_mut()),
+                alias: None,
+                guard_prev: AtomicPtr::new(ptr::null_mut()),
+            };
+            undo.let_go(flags);
+            return Err(e);
+        }
+    };
+    // Nothing runs between reading the top and linking to it.
+    if let Some(below) = top(py)? {
+        entry.get().next.store(below.into_ptr(), Ordering::Relaxed);
+    }
+    if flags & HELD != 0 {
+        owner.held.0.borrow_mut().push(entry.clone().unbind());
+    }
+    if let Err(e) = set_top(py, Some(&entry)) {
+        exit_entry(py, &entry);
+        return Err(e);
+    }
+    Ok(entry)
+}
+
+/// Exits `entry` wherever it was made (a `with` block's own entry, R5): it
+/// stops counting and stops being current wherever it is seen, and leaves
+/// the calling context's view if it is there. `None` if it was exited
+/// already. Its reference is released by the caller, through
+/// [`Exited::finish`], after layers have seen the exit.
+pub(crate) fn exit_entry(py: Python<'_>, entry: &Bound<'_, Entry>) -> Option<Exited> {
+    let state = entry.get().state();
+    let flags = state.flags.fetch_or(EXITED, Ordering::Relaxed);
+    if flags & EXITED != 0 {
+        return None;
+    }
+    let held = if flags & HELD != 0 {
+        state.owner.forget(state)
+    } else {
+        None
+    };
+    // The view is only a view: if it cannot be updated, the flag rules.
+    let _ = remove_from_view(py, state);
+    Some(Exited {
+        flags,
+        entry: held.unwrap_or_else(|| entry.clone().unbind()),
+    })
+}
+
+/// An exited entry whose reference is not released yet.
+pub(crate) struct Exited {
+    flags: u8,
+    entry: Py<Entry>,
+}
+
+impl Exited {
+    /// The span the entry was of, if it is still that span.
+    pub(crate) fn span(&self, py: Python<'_>) -> Option<(Core, Id)> {
+        let e = self.entry.bind(py).get().state();
+        e.core
+            .get(e.id)
+            .is_some_and(|s| s.span_id() == e.span_id)
+            .then(|| (e.core.clone(), e.id))
+    }
+
+    /// Releases what the entry held; may close the span.
+    pub(crate) fn finish(self, py: Python<'_>) {
+        self.entry.bind(py).get().state().let_go(self.flags);
+    }
+}
+
+/// Removes `target` (an entry's state) from the calling context's view, if
+/// it is there, along with the context's own exited entries that end up on
+/// top. Entries above it are replaced by copies that share their state, so
+/// that guards still find them; contexts copied earlier keep their view.
+fn remove_from_view(py: Python<'_>, target: &Entry) -> PyResult<()> {
+    let Some(top) = top(py)? else { return Ok(()) };
+    let ctx = context_address();
+    let mut above: Vec<Bound<'_, Entry>> = Vec::new();
+    let mut node = Some(top.clone());
+    let mut base = loop {
+        let Some(n) = node else {
+            // Not in this view (exited from another context): keep the view.
+            above.clear();
+            break Some(top.clone());
+        };
+        if ptr::eq(n.get().state(), target) {
+            break n.get().next(py);
+        }
+        node = n.get().next(py);
+        above.push(n);
+    };
+    if above.is_empty() {
+        base = trimmed(py, base, ctx);
+    }
+    for a in above.iter().rev() {
+        let original = match &a.get().alias {
+            Some(o) => o.clone_ref(py),
+            None => a.clone().unbind(),
+        };
+        let o = original.get();
+        let copy = Bound::new(
+            py,
+            Entry {
+                core: o.core.clone(),
+                id: o.id,
+                span_id: o.span_id,
+                trace_id: o.trace_id,
+                owner: Arc::clone(&o.owner),
+                flags: AtomicU8::new(0),
+                next: AtomicPtr::new(base.map_or(ptr::null_mut(), Bound::into_ptr)),
+                alias: Some(original),
+                guard_prev: AtomicPtr::new(ptr::null_mut()),
+            },
+        )?;
+        base = Some(copy);
+    }
+    if base.as_ref().is_none_or(|b| !b.is(&top)) {
+        set_top(py, base.as_ref())?;
+    }
+    Ok(())
+}
+
+/// `node` without the calling context's own exited entries on its top.
+fn trimmed<'py>(
+    py: Python<'py>,
+    mut node: Option<Bound<'py, Entry>>,
+    ctx: usize,
+) -> Option<Bound<'py, Entry>> {
+    while let Some(n) = &node {
+        let s = n.get().state();
+        if s.flags.load(Ordering::Relaxed) & EXITED == 0 || !s.own(ctx) {
+            break;
+        }
+        node = n.get().next(py);
+    }
+    node
+}
+
+/// R5: `exit(id)` of the integer-ID API: removes the most recent entry of
+/// `id` in the calling context. Its own entry is exited (see
+/// [`exit_entry`]); an entry it inherited is only removed from its own
+/// view (it held nothing). `None` when the span is not on its stack.
+pub(crate) fn exit_id(py: Python<'_>, core: &Core, id: Id) -> PyResult<Option<Exited>> {
+    let ctx = context_address();
+    let mut node = top(py)?;
+    while let Some(n) = node {
+        let s = n.get().state();
+        let own = s.own(ctx);
+        let exited = s.flags.load(Ordering::Relaxed) & EXITED != 0;
+        if !(own && exited) && s.id == id && s.core.uid() == core.uid() {
+            if own {
+                return Ok(exit_entry(py, &n));
+            }
+            remove_from_view(py, s)?;
+            return Ok(None);
+        }
+        node = n.get().next(py);
+    }
+    Ok(None)
+}
+
+/// R6: the calling context's current span in `core`, and its identity.
+pub(crate) fn current(py: Python<'_>, core: &Core) -> PyResult<Contextual> {
+    let mut node = top(py)?;
+    let ctx = context_address();
+    let uid = core.uid();
+    while let Some(n) = node {
+        let s = n.get().state();
+        let flags = s.flags.load(Ordering::Relaxed);
+        let skip = s.core.uid() != uid || flags & DUP != 0;
+        if !skip {
+            let own = s.own(ctx);
+            if flags & EXITED == 0 || !own {
+                let live = flags & EXITED == 0 && s.live();
+                return Ok(Contextual {
+                    id: live.then_some(s.id),
+                    trace: Some(s.trace_parent()),
+                });
+            }
+        }
+        node = n.get().next(py);
+    }
+    Ok(Contextual::default())
+}
+
+// === guards ===
+
+/// The entries a guard (`Span`, `Entered`) made and has not exited: the
+/// latest here, earlier ones chained through `Entry::guard_prev`.
+#[derive(Default)]
+pub(crate) struct GuardSlot(AtomicPtr<ffi::PyObject>);
+
+impl GuardSlot {
+    /// Remembers `entry` as the guard's latest.
+    pub(crate) fn push(&self, entry: Bound<'_, Entry>) {
+        let prev = self.0.swap(ptr::null_mut(), Ordering::Relaxed);
+        entry.get().guard_prev.store(prev, Ordering::Relaxed);
+        self.0.store(entry.into_ptr(), Ordering::Relaxed);
+    }
+
+    /// The guard's latest entry, forgotten here.
+    pub(crate) fn pop<'py>(&self, py: Python<'py>) -> Option<Bound<'py, Entry>> {
+        let latest = self.0.swap(ptr::null_mut(), Ordering::Relaxed);
+        if latest.is_null() {
+            return None;
+        }
+        // SAFETY: an owned reference to an `Entry`, now ours.
+        let latest = unsafe { Bound::from_owned_ptr(py, latest).cast_into_unchecked::<Entry>() };
+        let prev = latest.get().guard_prev.swap(ptr::null_mut(), Ordering::Relaxed);
+        self.0.store(prev, Ordering::Relaxed);
+        Some(latest)
+    }
+}
+
+impl Drop for GuardSlot {
+    fn drop(&mut self) {
+        let latest = self.0.swap(ptr::null_mut(), Ordering::Relaxed);
+        if !latest.is_null() {
+            defer_decref(latest);
+        }
     }
 }

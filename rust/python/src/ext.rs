@@ -72,6 +72,12 @@ pub(crate) struct SpanExt {
     last: AtomicU64,
     /// Live entries in any context; busy while > 0.
     entered: AtomicU32,
+    /// Owners (contexts) holding the span through an entry besides
+    /// `holder` (see `context`).
+    others: AtomicU32,
+    /// The serial of a context holding the span through an entry, or 0:
+    /// the O(1) duplicate check of R5 (P13).
+    holder: AtomicU64,
     busy: AtomicU64,
     idle: AtomicU64,
     /// Raw reading at close; 0 while live.
@@ -88,6 +94,8 @@ impl Default for SpanExt {
             created: 0,
             last: AtomicU64::new(0),
             entered: AtomicU32::new(0),
+            others: AtomicU32::new(0),
+            holder: AtomicU64::new(0),
             busy: AtomicU64::new(0),
             idle: AtomicU64::new(0),
             closed: AtomicU64::new(0),
@@ -136,6 +144,43 @@ impl SpanExt {
         self.entered.store(n - 1, Ordering::Relaxed);
         if n == 1 {
             self.switch(&self.busy, now());
+        }
+    }
+
+    /// R5: whether the context with serial `owner` holds the span through
+    /// an entry, as its recorded holder.
+    #[inline]
+    pub(crate) fn claimed_by(&self, owner: u64) -> bool {
+        self.holder.load(Ordering::Relaxed) == owner
+    }
+
+    /// Whether contexts besides the recorded holder hold the span (then
+    /// the duplicate check asks the context itself).
+    #[inline]
+    pub(crate) fn shared(&self) -> bool {
+        self.others.load(Ordering::Relaxed) > 0
+    }
+
+    /// The context `owner` now holds the span; whether it is the recorded
+    /// holder.
+    pub(crate) fn claim(&self, owner: u64) -> bool {
+        if self.holder.load(Ordering::Relaxed) == 0 {
+            self.holder.store(owner, Ordering::Relaxed);
+            true
+        } else {
+            self.others.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+
+    /// A context stopped holding the span.
+    pub(crate) fn unclaim(&self, recorded: bool) {
+        if recorded {
+            self.holder.store(0, Ordering::Relaxed);
+        } else {
+            let _ = self
+                .others
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
     }
 

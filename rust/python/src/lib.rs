@@ -17,7 +17,10 @@ mod span_ref;
 
 use pyo3::prelude::*;
 
-#[pymodule]
+/// `gil_used`: the bindings rely on the GIL to serialize their bookkeeping
+/// (`context::GilCell`, the timings in `ext`). No free-threaded build has
+/// tested them yet; on one, importing the module turns the GIL back on.
+#[pymodule(gil_used = true)]
 mod _native {
     use super::{convert, Bound, PyModule, PyModuleMethods, PyResult};
     use crate::fastcall::install;

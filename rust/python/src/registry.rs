@@ -9,7 +9,7 @@ use pyo3::types::{PyDict, PyString};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::callsite::Callsite;
-use crate::context::ContextStack;
+use crate::context;
 use crate::convert::{self, ParentArg};
 use crate::errors::RegistryError;
 use crate::event::Event;
@@ -26,7 +26,6 @@ pub(crate) type Core = pykregistry_core::Registry<Layers>;
 #[pyclass(name = "Registry", module = "pykregistry", frozen)]
 pub(crate) struct PyRegistry {
     pub(crate) core: Core,
-    pub(crate) stack: ContextStack,
     /// `None`: everything is enabled.
     pub(crate) filter: Option<Filter>,
 }
@@ -209,8 +208,11 @@ impl PyRegistry {
             return Ok(None);
         }
         let fields = convert::fields_from_items(args.fields)?;
+        let mut trace_parent = None;
         let parent = convert::parent(args.parent.as_ref(), self.core.uid(), || {
-            self.stack.current(py)
+            let current = context::current(py, &self.core)?;
+            trace_parent = current.trace;
+            Ok(current.id)
         })?;
         let name = name.to_str()?;
         let (enabled, scope) =
@@ -223,6 +225,7 @@ impl PyRegistry {
             target,
             level: args.level,
             metadata: None,
+            trace_parent,
         };
         let id = self
             .core
@@ -250,7 +253,7 @@ impl PyRegistry {
         let wanted = hooks.hooks(Step::Event) || hooks.sinks_want_events();
         let current = || {
             if wanted {
-                self.stack.current(py)
+                Ok(context::current(py, &self.core)?.id)
             } else {
                 Ok(None)
             }
@@ -298,29 +301,36 @@ impl PyRegistry {
         }
     }
 
-    pub(crate) fn enter_id(&self, py: Python<'_>, id: Id) -> PyResult<()> {
-        self.stack.enter(py, &self.core, id)?;
+    /// R5: enters `id` in the calling context; returns the entry made.
+    pub(crate) fn enter_id<'py>(
+        &self,
+        py: Python<'py>,
+        id: Id,
+    ) -> PyResult<Bound<'py, context::Entry>> {
+        let entry = context::enter(py, &self.core, id)?;
         self.core.hooks().dispatch(py, Step::Enter, || {
             Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
         });
+        Ok(entry)
+    }
+
+    /// R5: `exit(id)` in the calling context.
+    pub(crate) fn exit_id(&self, py: Python<'_>, id: Id) -> PyResult<()> {
+        if let Some(exited) = context::exit_id(py, &self.core, id)? {
+            self.exited(py, exited);
+        }
         Ok(())
     }
 
-    pub(crate) fn exit_id(&self, py: Python<'_>, id: Id) -> PyResult<()> {
-        // The removed entry keeps its reference until it is dropped at the
-        // end of this function, so layers see the exit before any close it
-        // causes, and can still read the span.
-        let removed = self.stack.exit(py, id)?;
-        if removed.is_some() {
-            if let Some(span) = self.core.get(id) {
-                span.ext().on_exit();
-            }
-            self.core.hooks().dispatch(py, Step::Exit, || {
-                Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
+    /// Tells layers of an exit, then releases what the entry held: they
+    /// see the exit before any close it causes, and can still read the span.
+    pub(crate) fn exited(&self, py: Python<'_>, exited: context::Exited) {
+        if let Some((core, id)) = exited.span(py) {
+            core.hooks().dispatch(py, Step::Exit, || {
+                Ok((Bound::new(py, SpanRef::new(core.clone(), id))?,))
             });
         }
-        drop(removed);
-        Ok(())
+        exited.finish(py);
     }
 
     pub(crate) fn record_id(&self, py: Python<'_>, id: Id, values: Fields) -> PyResult<()> {
@@ -360,7 +370,6 @@ impl PyRegistry {
     #[new]
     #[pyo3(signature = (*, level = None, filter = None, layers = None))]
     fn new(
-        py: Python<'_>,
         level: Option<&Bound<'_, PyAny>>,
         filter: Option<&str>,
         layers: Option<&Bound<'_, PyAny>>,
@@ -384,7 +393,6 @@ impl PyRegistry {
         };
         let registry = PyRegistry {
             core: Core::with_hooks(Layers::default()),
-            stack: ContextStack::new(py)?,
             filter,
         };
         if let Some(layers) = layers {
@@ -496,7 +504,7 @@ impl PyRegistry {
     }
 
     fn enter(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.enter_id(py, convert::span_id(id)?)
+        self.enter_id(py, convert::span_id(id)?).map(drop)
     }
 
     fn exit(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -504,7 +512,7 @@ impl PyRegistry {
     }
 
     fn current_span(&self, py: Python<'_>) -> PyResult<Option<u64>> {
-        Ok(self.stack.current(py)?.map(Id::into_u64))
+        Ok(context::current(py, &self.core)?.id.map(Id::into_u64))
     }
 
     fn get(&self, id: &Bound<'_, PyAny>) -> PyResult<Option<SpanRef>> {

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyType};
 
+use crate::context::{self, GuardSlot};
 use crate::convert;
 use crate::errors::closed;
 use crate::fastcall::{self, Args, FastMethod};
@@ -27,6 +28,8 @@ pub(crate) struct Span {
     /// `None` for the disabled span.
     live: Option<Handle>,
     closed: AtomicBool,
+    /// The entries its `with` blocks made, each exited by its own block.
+    entries: GuardSlot,
 }
 
 struct Handle {
@@ -39,6 +42,8 @@ struct Handle {
 #[pyclass(name = "Entered", module = "pykregistry", frozen)]
 pub(crate) struct Entered {
     span: Py<Span>,
+    /// The entries its `with` blocks made, each exited by its own block.
+    entries: GuardSlot,
 }
 
 /// The type of the one disabled span: a `Span` whose `__enter__` and
@@ -117,6 +122,7 @@ impl Span {
         Span {
             live: Some(Handle { registry, id }),
             closed: AtomicBool::new(false),
+            entries: GuardSlot::default(),
         }
     }
 
@@ -126,6 +132,7 @@ impl Span {
             let init = pyo3::PyClassInitializer::from(Span {
                 live: None,
                 closed: AtomicBool::new(true),
+                entries: GuardSlot::default(),
             })
             .add_subclass(DisabledSpan);
             // A `DisabledSpan` is a `Span`: its base class.
@@ -160,18 +167,24 @@ impl Span {
         }
     }
 
-    /// `__enter__`'s work: enter the span in the calling context.
-    fn enter(&self, py: Python<'_>) -> PyResult<()> {
+    /// `__enter__`'s work: enter the span in the calling context, and
+    /// remember the entry in `guard` for the matching `leave`.
+    fn enter(&self, py: Python<'_>, guard: &GuardSlot) -> PyResult<()> {
         match self.open("cannot enter through a closed handle")? {
-            Some((registry, id)) => registry.enter_id(py, id),
+            Some((registry, id)) => {
+                guard.push(registry.enter_id(py, id)?);
+                Ok(())
+            }
             None => Ok(()),
         }
     }
 
-    /// `__exit__`'s work: record an exception, then exit the span.
+    /// `__exit__`'s work: record an exception, then exit the entry the
+    /// matching `enter` made, in whatever context this runs (R5).
     fn leave(
         &self,
         py: Python<'_>,
+        guard: &GuardSlot,
         ty: &Bound<'_, PyAny>,
         value: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
@@ -182,7 +195,16 @@ impl Span {
         } else {
             record_exception(py, registry, h.id, ty, value)
         };
-        let exited = registry.exit_id(py, h.id);
+        let exited = match guard.pop(py) {
+            Some(entry) => {
+                if let Some(exited) = context::exit_entry(py, &entry) {
+                    registry.exited(py, exited);
+                }
+                Ok(())
+            }
+            // Not entered through this guard (`__exit__` called by hand).
+            None => registry.exit_id(py, h.id),
+        };
         recorded.and(exited)
     }
 
@@ -312,11 +334,13 @@ impl Span {
         slf.get().open("cannot enter through a closed handle")?;
         Ok(Entered {
             span: slf.clone().unbind(),
+            entries: GuardSlot::default(),
         })
     }
 
     fn __enter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
-        slf.get().enter(slf.py())?;
+        let span = slf.get();
+        span.enter(slf.py(), &span.entries)?;
         Ok(slf.clone())
     }
 
@@ -327,7 +351,7 @@ impl Span {
         value: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        let left = self.leave(py, ty, value);
+        let left = self.leave(py, &self.entries, ty, value);
         self.release();
         left.map(|()| false)
     }
@@ -363,7 +387,7 @@ impl Span {
 impl Entered {
     fn __enter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, Span>> {
         let span = self.span.bind(py);
-        span.get().enter(py)?;
+        span.get().enter(py, &self.entries)?;
         Ok(span.clone())
     }
 
@@ -374,7 +398,10 @@ impl Entered {
         value: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        self.span.get().leave(py, ty, value).map(|()| false)
+        self.span
+            .get()
+            .leave(py, &self.entries, ty, value)
+            .map(|()| false)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
