@@ -28,6 +28,8 @@ pub use field::{Fields, Value};
 pub use filter::{Filter, FilterError};
 pub use identity::{new_trace_id, next_span_id, reseed};
 pub use level::Level;
-pub use registry::{Attrs, Hooks, Id, NoHooks, Parent, Registry, Scope, SpanData, SpanRef};
+pub use registry::{
+    Attrs, Hooks, Id, NoHooks, Parent, Registry, Scope, SpanData, SpanRef, TraceParent, MAX_REFS,
+};
 pub use sharded_slab::{Config, DefaultConfig};
 pub use stack::SpanStack;

@@ -223,6 +223,7 @@ impl PyRegistry {
             target,
             level: args.level,
             metadata: None,
+            trace_parent: None,
         };
         let id = self
             .core
