@@ -28,6 +28,7 @@ __all__ = [
     "SpanRef",
     "_flush_json_lines",
     "_json_lines_forked",
+    "_reseed_ids",
 ]
 
 _LevelLike: TypeAlias = Level | str | int
@@ -389,6 +390,22 @@ class SpanRef:
         """The parent's ID, or ``None`` for a root."""
 
     @property
+    def span_id(self) -> int:
+        """The span's 64-bit id (R13): random-looking, never 0, and unlike
+        :attr:`id` never repeated within the process, nor across a fork.
+        Exports link spans by it."""
+
+    @property
+    def trace_id(self) -> int:
+        """The 128-bit id of the span's trace: its parent's, or a new one for
+        a root that continues no trace."""
+
+    @property
+    def parent_span_id(self) -> int | None:
+        """The :attr:`span_id` of the span's parent in its trace, kept even
+        when that parent has closed; ``None`` for a root of a new trace."""
+
+    @property
     def parent(self) -> SpanRef | None:
         """A view of the parent, or ``None`` for a root."""
 
@@ -454,6 +471,14 @@ class Event:
     @property
     def parent_id(self) -> int | None:
         """The parent span's ID, or ``None``."""
+
+    @property
+    def trace_id(self) -> int | None:
+        """The parent span's :attr:`SpanRef.trace_id`, or ``None``."""
+
+    @property
+    def span_id(self) -> int | None:
+        """The parent span's :attr:`SpanRef.span_id`, or ``None``."""
 
     @property
     def fields(self) -> dict[str, object]:
@@ -528,6 +553,10 @@ def _flush_json_lines() -> None:
 def _json_lines_forked() -> None:
     """Run in a child process after ``os.fork()``: the parent's
     :class:`JsonLines` stop writing there."""
+
+def _reseed_ids() -> None:
+    """Run in a child process after ``os.fork()``: draws a new key for span
+    and trace ids, so that the child's ids and its parent's differ."""
 
 @final
 class Callsite:
