@@ -490,10 +490,15 @@ class JsonLines:
     as one JSON object per line (JSON Lines). Add it like any layer:
     ``Registry(layers=[JsonLines("trace.jsonl")])``.
 
-    Spans: ``{"type": "span", "id", "parent_id", "name", "target", "level",
-    "start_time_ns", "end_time_ns", "busy_ns", "idle_ns", "fields"}``; events:
-    ``{"type": "event", "time_ns", "message", "target", "level",
-    "parent_id", "fields"}``. Times are ns since the epoch, durations ns;
+    Spans: ``{"type": "span", "id", "parent_id", "trace_id", "span_id",
+    "parent_span_id", "name", "target", "level", "start_time_ns",
+    "end_time_ns", "busy_ns", "idle_ns", "fields"}``; events: ``{"type":
+    "event", "time_ns", "message", "target", "level", "parent_id",
+    "trace_id", "span_id", "fields"}``. ``trace_id`` (32 hex digits),
+    ``span_id`` and ``parent_span_id`` (16) link spans and events into trees
+    (an event's are its parent span's); they are ``null`` where there is
+    none. The registry's ``id`` and ``parent_id`` recur after slot reuse:
+    link by the identity. Times are ns since the epoch, durations ns;
     levels are ``"TRACE"`` .. ``"ERROR"``; integers of any size are numbers,
     NaN and infinities ``null``. It is native: no Python object is made per
     span. Lines are buffered (64 KiB): :meth:`flush` writes them out,
