@@ -166,7 +166,7 @@ const LIVE_STRIPES: usize = 16;
 /// string and vector capacity).
 ///
 /// Kept within 128 bytes (with no extension data; see the `size` test): the
-/// `tracing` metadata shares its space with the name and target ([`Names`]),
+/// `tracing` metadata shares its space with the name and target (`Names`),
 /// and the count is 32 bits wide, next to the level.
 pub struct SpanData<X> {
     names: Names,
