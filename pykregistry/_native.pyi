@@ -28,6 +28,7 @@ __all__ = [
     "SpanRef",
     "_flush_json_lines",
     "_json_lines_forked",
+    "_reseed_ids",
 ]
 
 _LevelLike: TypeAlias = Level | str | int
@@ -389,6 +390,22 @@ class SpanRef:
         """The parent's ID, or ``None`` for a root."""
 
     @property
+    def span_id(self) -> int:
+        """The span's 64-bit id (R13): random-looking, never 0, and unlike
+        :attr:`id` never repeated within the process, nor across a fork.
+        Exports link spans by it."""
+
+    @property
+    def trace_id(self) -> int:
+        """The 128-bit id of the span's trace: its parent's, or a new one for
+        a root that continues no trace."""
+
+    @property
+    def parent_span_id(self) -> int | None:
+        """The :attr:`span_id` of the span's parent in its trace, kept even
+        when that parent has closed; ``None`` for a root of a new trace."""
+
+    @property
     def parent(self) -> SpanRef | None:
         """A view of the parent, or ``None`` for a root."""
 
@@ -456,6 +473,14 @@ class Event:
         """The parent span's ID, or ``None``."""
 
     @property
+    def trace_id(self) -> int | None:
+        """The parent span's :attr:`SpanRef.trace_id`, or ``None``."""
+
+    @property
+    def span_id(self) -> int | None:
+        """The parent span's :attr:`SpanRef.span_id`, or ``None``."""
+
+    @property
     def fields(self) -> dict[str, object]:
         """A copy of the event's fields."""
 
@@ -465,10 +490,15 @@ class JsonLines:
     as one JSON object per line (JSON Lines). Add it like any layer:
     ``Registry(layers=[JsonLines("trace.jsonl")])``.
 
-    Spans: ``{"type": "span", "id", "parent_id", "name", "target", "level",
-    "start_time_ns", "end_time_ns", "busy_ns", "idle_ns", "fields"}``; events:
-    ``{"type": "event", "time_ns", "message", "target", "level",
-    "parent_id", "fields"}``. Times are ns since the epoch, durations ns;
+    Spans: ``{"type": "span", "id", "parent_id", "trace_id", "span_id",
+    "parent_span_id", "name", "target", "level", "start_time_ns",
+    "end_time_ns", "busy_ns", "idle_ns", "fields"}``; events: ``{"type":
+    "event", "time_ns", "message", "target", "level", "parent_id",
+    "trace_id", "span_id", "fields"}``. ``trace_id`` (32 hex digits),
+    ``span_id`` and ``parent_span_id`` (16) link spans and events into trees
+    (an event's are its parent span's); they are ``null`` where there is
+    none. The registry's ``id`` and ``parent_id`` recur after slot reuse:
+    link by the identity. Times are ns since the epoch, durations ns;
     levels are ``"TRACE"`` .. ``"ERROR"``; integers of any size are numbers,
     NaN and infinities ``null``. It is native: no Python object is made per
     span. Lines are buffered (64 KiB): :meth:`flush` writes them out,
@@ -528,6 +558,10 @@ def _flush_json_lines() -> None:
 def _json_lines_forked() -> None:
     """Run in a child process after ``os.fork()``: the parent's
     :class:`JsonLines` stop writing there."""
+
+def _reseed_ids() -> None:
+    """Run in a child process after ``os.fork()``: draws a new key for span
+    and trace ids, so that the child's ids and its parent's differ."""
 
 @final
 class Callsite:

@@ -22,6 +22,9 @@ SPAN_KEYS = [
     "type",
     "id",
     "parent_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
     "name",
     "target",
     "level",
@@ -31,7 +34,17 @@ SPAN_KEYS = [
     "idle_ns",
     "fields",
 ]
-EVENT_KEYS = ["type", "time_ns", "message", "target", "level", "parent_id", "fields"]
+EVENT_KEYS = [
+    "type",
+    "time_ns",
+    "message",
+    "target",
+    "level",
+    "parent_id",
+    "trace_id",
+    "span_id",
+    "fields",
+]
 
 
 def lines(path: Path) -> list[dict[str, Any]]:

@@ -43,6 +43,11 @@ pub enum Error {
     SlabFull,
     /// More threads are alive than the slab has shards for.
     TooManyThreads,
+    /// The span holds [`crate::MAX_REFS`] references already.
+    TooManyRefs {
+        /// The span asked to take one more.
+        id: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -66,6 +71,11 @@ impl fmt::Display for Error {
             ),
             Error::TooManyThreads => f.write_str(
                 "too many live threads have used the span registry at once: the slab has one shard per thread",
+            ),
+            Error::TooManyRefs { id } => write!(
+                f,
+                "span {id} holds {} references, the most a span can — are references taken in a loop and never released?",
+                crate::MAX_REFS
             ),
         }
     }

@@ -4,6 +4,8 @@
 //! - [`Registry`] stores spans, counts their references and closes them
 //!   deterministically, cascading to parents iteratively.
 //! - [`SpanStack`] is a context's stack of entered spans.
+//! - [`next_span_id`] and [`new_trace_id`] give every span an identity that,
+//!   unlike its registry [`Id`], never recurs (R13).
 //! - `Registry` implements [`tracing_core::Subscriber`], so the `tracing`
 //!   macros drive it too.
 //!
@@ -13,6 +15,7 @@
 mod error;
 mod field;
 mod filter;
+mod identity;
 mod level;
 mod registry;
 mod seat;
@@ -23,7 +26,10 @@ mod sync;
 pub use error::{Error, Op};
 pub use field::{Fields, Value};
 pub use filter::{Filter, FilterError};
+pub use identity::{new_trace_id, next_span_id, reseed};
 pub use level::Level;
-pub use registry::{Attrs, Hooks, Id, NoHooks, Parent, Registry, Scope, SpanData, SpanRef};
+pub use registry::{
+    Attrs, Hooks, Id, NoHooks, Parent, Registry, Scope, SpanData, SpanRef, TraceParent, MAX_REFS,
+};
 pub use sharded_slab::{Config, DefaultConfig};
 pub use stack::SpanStack;

@@ -13,8 +13,8 @@ use sharded_slab::{Clear, Config, DefaultConfig, Pool};
 use tracing_core::Metadata;
 
 use crate::field::{upsert, Fields, Value};
-use crate::sync::{fence, Arc, AtomicBool, AtomicIsize, AtomicUsize, Mutex, SlabSteps};
-use crate::{seat, Error, Level, Op};
+use crate::sync::{fence, Arc, AtomicBool, AtomicIsize, AtomicU32, Mutex, SlabSteps};
+use crate::{identity, seat, Error, Level, Op};
 
 /// A span ID: an integer in `[1, 2**64)`.
 ///
@@ -48,7 +48,8 @@ pub enum Parent {
     Explicit(Id),
 }
 
-/// The name, target and level of a new span.
+/// The name, target and level of a new span, and the parent it continues in
+/// its trace, if any.
 #[derive(Debug, Clone, Copy)]
 pub struct Attrs<'a> {
     /// The span's name.
@@ -58,7 +59,23 @@ pub struct Attrs<'a> {
     /// The span's level.
     pub level: Level,
     /// `tracing` metadata, when the span came through the `Subscriber` impl.
+    /// When given, the span's name and target are the metadata's.
     pub metadata: Option<&'static Metadata<'static>>,
+    /// R13: the identity of the span this one continues in its trace, when
+    /// that span is not (or may no longer be) a live span of this registry:
+    /// a remote parent, or a closed span that a context inherited. See
+    /// [`Registry::new_span`] for how it combines with [`Parent`].
+    pub trace_parent: Option<TraceParent>,
+}
+
+/// R13: a span's identity as its children see it: the trace it belongs to
+/// and its span id. W3C trace context's `trace-id` and `parent-id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceParent {
+    /// The trace's 128-bit id; never 0.
+    pub trace_id: u128,
+    /// The parent span's 64-bit id; never 0.
+    pub span_id: u64,
 }
 
 /// What the registry calls back for the steps only it sees: a span closing,
@@ -128,7 +145,13 @@ struct Shared<H: Hooks, C: Config> {
 
 /// The count of a span that has closed but whose slot may not be cleared
 /// yet: lookups treat it as gone, and it never comes back to life.
-const DEAD: usize = usize::MAX;
+const DEAD: u32 = u32::MAX;
+
+/// The most references a span can hold; cloning beyond fails with
+/// [`Error::TooManyRefs`]. Only a loop of clones never released gets there:
+/// a reference per handle, child or entry would take hundreds of gigabytes
+/// first.
+pub const MAX_REFS: u32 = u32::MAX - 1;
 
 #[derive(Default)]
 #[repr(align(128))]
@@ -141,16 +164,32 @@ const LIVE_STRIPES: usize = 16;
 /// cleared in place and reused by a later span, so the `Default` and [`Clear`]
 /// impls are load-bearing (they drop fields and extensions, and keep only
 /// string and vector capacity).
+///
+/// Kept within 128 bytes (with no extension data; see the `size` test): the
+/// `tracing` metadata shares its space with the name and target (`Names`),
+/// and the count is 32 bits wide, next to the level.
 pub struct SpanData<X> {
-    /// Inline up to 24 bytes, so most names and targets cost no allocation.
-    name: CompactString,
-    target: CompactString,
+    names: Names,
     level: Level,
-    metadata: Option<&'static Metadata<'static>>,
     parent: Option<Id>,
-    ref_count: AtomicUsize,
+    ref_count: AtomicU32,
+    /// R13: the identity; 0 stands for none (ids are never 0).
+    span_id: u64,
+    trace_id: [u64; 2],
+    parent_span_id: u64,
     fields: std::sync::Mutex<Fields>,
     ext: X,
+}
+
+/// A span's name and target: copied in, or those of its `tracing` metadata,
+/// which then costs no copy and no more room than the strings would.
+enum Names {
+    /// Inline up to 24 bytes, so most names and targets cost no allocation.
+    Owned {
+        name: CompactString,
+        target: CompactString,
+    },
+    Tracing(&'static Metadata<'static>),
 }
 
 /// A read-only view of a live span, borrowed from the registry.
@@ -280,24 +319,45 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
 
     /// Creates a span with count 1 and returns its ID.
     ///
-    /// With [`Parent::Explicit`], the parent must be live (else nothing is
-    /// created and no count changes); a [`Parent::Contextual`] parent that is
-    /// no longer live makes a root. A span with a parent holds one reference
-    /// on it until it closes. `init` fills the new span's fields and
-    /// extension data.
+    /// R2: with [`Parent::Explicit`], the parent must be live (else nothing
+    /// is created and no count changes); a [`Parent::Contextual`] parent that
+    /// is no longer live makes a root. A span with a parent holds one
+    /// reference on it until it closes. `init` fills the new span's fields
+    /// and extension data.
+    ///
+    /// R13: the span gets a new span id, and a trace id and parent span id:
+    ///
+    /// - a span with a registry parent shares its trace, and its parent span
+    ///   id is the parent's span id. An explicit parent always is one
+    ///   (`attrs.trace_parent` is then ignored). A contextual parent is one
+    ///   if it is live and, when `attrs.trace_parent` is given, is the very
+    ///   span it names (same span id): registry IDs recur after slot reuse,
+    ///   so a live span with the ID of a closed one is not taken for it;
+    /// - otherwise the span is a root in the registry (no parent, no
+    ///   reference held); with `attrs.trace_parent` it continues that trace
+    ///   under that parent (a remote parent, or a closed one a context
+    ///   inherited), and without, it starts a new trace with no parent span.
     pub fn new_span(
         &self,
         attrs: &Attrs<'_>,
         parent: Parent,
         init: impl FnOnce(&mut Fields, &mut H::Ext),
     ) -> Result<Id, Error> {
-        let parent = match parent {
-            Parent::Root | Parent::Contextual(None) => None,
-            Parent::Contextual(Some(p)) => self.clone_span(p).ok(),
-            Parent::Explicit(p) => Some(self.clone_span(p).map_err(|e| match e {
-                Error::NotLive { id, .. } => Error::NotLive { id, op: Op::Parent },
-                e => e,
-            })?),
+        // R2, R13: the registry parent (whose reference the new span holds)
+        // and the trace parent.
+        let (parent, trace) = match parent {
+            Parent::Explicit(p) => {
+                let view = self.clone_span_ref(p).map_err(|e| match e {
+                    Error::NotLive { id, .. } => Error::NotLive { id, op: Op::Parent },
+                    e => e,
+                })?;
+                (Some(p), Some(view.as_trace_parent()))
+            }
+            Parent::Contextual(Some(p)) => match self.clone_contextual(p, attrs.trace_parent) {
+                Some(view) => (Some(p), Some(view.as_trace_parent())),
+                None => (None, attrs.trace_parent),
+            },
+            Parent::Root | Parent::Contextual(None) => (None, attrs.trace_parent),
         };
         let created = seat::take::<C>().and_then(|()| {
             self.shared.slab_steps.write();
@@ -313,14 +373,26 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
             }
         };
         let data = &mut *slot;
-        data.name.push_str(attrs.name);
-        data.target.push_str(attrs.target);
+        match (&mut data.names, attrs.metadata) {
+            (_, Some(meta)) => data.names = Names::Tracing(meta),
+            (Names::Owned { name, target }, None) => {
+                name.push_str(attrs.name);
+                target.push_str(attrs.target);
+            }
+            (Names::Tracing(_), None) => data.names = Names::owned(attrs.name, attrs.target),
+        }
         data.level = attrs.level;
-        data.metadata = attrs.metadata;
         data.parent = parent;
+        data.span_id = identity::next_span_id();
+        let (trace_id, parent_span_id) = match trace {
+            Some(tp) => (tp.trace_id, tp.span_id),
+            None => (identity::new_trace_id(), 0),
+        };
+        data.trace_id = [(trace_id >> 64) as u64, trace_id as u64];
+        data.parent_span_id = parent_span_id;
         // A fresh atomic rather than a store: the slot is exclusively ours,
         // and under loom this also starts the count's history anew.
-        data.ref_count = AtomicUsize::new(1);
+        data.ref_count = AtomicU32::new(1);
         init(
             data.fields
                 .get_mut()
@@ -346,29 +418,29 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     /// span, saving a second lookup when the caller reads it next.
     pub fn clone_span_ref(&self, id: Id) -> Result<SpanRef<'_, H, C>, Error> {
         let span = self.slot(id).ok_or(Error::not_live(id, Op::Clone))?;
-        // Like `Arc::clone`, increments need no ordering; unlike it, a count
-        // of 0 means the span is closing and must not come back to life.
-        let mut refs = span.ref_count.load(Ordering::Relaxed);
-        loop {
-            if refs == 0 || refs == DEAD {
-                return Err(Error::not_live(id, Op::Clone));
-            }
-            match span.ref_count.compare_exchange_weak(
-                refs,
-                refs + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    return Ok(SpanRef {
-                        registry: self,
-                        id,
-                        data: span,
-                    })
-                }
-                Err(now) => refs = now,
-            }
+        increment(&span.ref_count, id)?;
+        Ok(SpanRef {
+            registry: self,
+            id,
+            data: span,
+        })
+    }
+
+    /// R13: a reference on a contextual parent, if it is live and, when the
+    /// caller names the span it expects by its identity, is that span. The
+    /// slot is held from the check to the increment, so it cannot be
+    /// reused in between.
+    fn clone_contextual(&self, id: Id, expected: Option<TraceParent>) -> Option<SpanRef<'_, H, C>> {
+        let span = self.slot(id)?;
+        if expected.is_some_and(|tp| tp.span_id != span.span_id) {
+            return None;
         }
+        increment(&span.ref_count, id).ok()?;
+        Some(SpanRef {
+            registry: self,
+            id,
+            data: span,
+        })
     }
 
     /// Releases one reference to a live span. Returns `true` exactly when
@@ -412,7 +484,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     #[must_use]
     pub fn ref_count(&self, id: Id) -> usize {
         self.slot(id)
-            .map_or(0, |span| span.ref_count.load(Ordering::Acquire))
+            .map_or(0, |span| span.ref_count.load(Ordering::Acquire) as usize)
     }
 
     /// The number of live spans.
@@ -571,9 +643,29 @@ fn live_stripe() -> usize {
         .unwrap_or(0)
 }
 
+/// Increments the count of a live span: fails if the span is closing (count
+/// 0) or closed, or holds [`MAX_REFS`] already.
+fn increment(count: &AtomicU32, id: Id) -> Result<(), Error> {
+    // Like `Arc::clone`, increments need no ordering; unlike it, a count of
+    // 0 means the span is closing and must not come back to life.
+    let mut refs = count.load(Ordering::Relaxed);
+    loop {
+        if refs == 0 || refs == DEAD {
+            return Err(Error::not_live(id, Op::Clone));
+        }
+        if refs == MAX_REFS {
+            return Err(Error::TooManyRefs { id: id.into_u64() });
+        }
+        match count.compare_exchange_weak(refs, refs + 1, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Ok(()),
+            Err(now) => refs = now,
+        }
+    }
+}
+
 /// Decrements a count that must not go below zero: `None` if it was already
 /// zero, `Some(true)` if this call brought it to zero.
-fn decrement(count: &AtomicUsize) -> Option<bool> {
+fn decrement(count: &AtomicU32) -> Option<bool> {
     let mut refs = count.load(Ordering::Relaxed);
     loop {
         if refs == 0 || refs == DEAD {
@@ -600,12 +692,13 @@ const fn generation_len<C: Config>() -> u32 {
 impl<X: Default> Default for SpanData<X> {
     fn default() -> Self {
         Self {
-            name: CompactString::const_new(""),
-            target: CompactString::const_new(""),
+            names: Names::owned("", ""),
             level: Level::default(),
-            metadata: None,
             parent: None,
-            ref_count: AtomicUsize::new(0),
+            ref_count: AtomicU32::new(0),
+            span_id: 0,
+            trace_id: [0; 2],
+            parent_span_id: 0,
             fields: std::sync::Mutex::new(Vec::new()),
             ext: X::default(),
         }
@@ -614,13 +707,20 @@ impl<X: Default> Default for SpanData<X> {
 
 impl<X: Default> Clear for SpanData<X> {
     fn clear(&mut self) {
-        self.name.clear();
-        self.target.clear();
-        self.metadata = None;
+        match &mut self.names {
+            Names::Owned { name, target } => {
+                name.clear();
+                target.clear();
+            }
+            Names::Tracing(_) => self.names = Names::owned("", ""),
+        }
         // The parent's reference was released by the close cascade, not here:
         // releasing from `clear` would recurse, and clears can be deferred to
         // whichever thread drops the last `SpanRef`.
         self.parent = None;
+        self.span_id = 0;
+        self.trace_id = [0; 2];
+        self.parent_span_id = 0;
         self.fields
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
@@ -632,12 +732,18 @@ impl<X: Default> Clear for SpanData<X> {
 impl<X> SpanData<X> {
     /// The span's name.
     pub fn name(&self) -> &str {
-        &self.name
+        match &self.names {
+            Names::Owned { name, .. } => name,
+            Names::Tracing(meta) => meta.name(),
+        }
     }
 
     /// The span's target.
     pub fn target(&self) -> &str {
-        &self.target
+        match &self.names {
+            Names::Owned { target, .. } => target,
+            Names::Tracing(meta) => meta.target(),
+        }
     }
 
     /// The span's level.
@@ -647,7 +753,10 @@ impl<X> SpanData<X> {
 
     /// The `tracing` metadata, for spans made through the `Subscriber` impl.
     pub fn metadata(&self) -> Option<&'static Metadata<'static>> {
-        self.metadata
+        match self.names {
+            Names::Owned { .. } => None,
+            Names::Tracing(meta) => Some(meta),
+        }
     }
 
     /// The parent's ID; `None` for a root.
@@ -655,11 +764,39 @@ impl<X> SpanData<X> {
         self.parent
     }
 
+    /// R13: the span's id: never 0, never another span's in this process.
+    pub fn span_id(&self) -> u64 {
+        self.span_id
+    }
+
+    /// R13: the id of the span's trace: its parent's, or a new one for a root
+    /// that continues no trace. Never 0.
+    pub fn trace_id(&self) -> u128 {
+        (u128::from(self.trace_id[0]) << 64) | u128::from(self.trace_id[1])
+    }
+
+    /// R13: the span id of the span's parent in its trace: the registry
+    /// parent's, or the [`Attrs::trace_parent`] it continued (which may have
+    /// closed, or live elsewhere); `None` for a root of a new trace.
+    pub fn parent_span_id(&self) -> Option<u64> {
+        (self.parent_span_id != 0).then_some(self.parent_span_id)
+    }
+
+    /// R13: the span's identity as its children see it: its trace and span
+    /// id. Keep it to continue the trace under this span once it has
+    /// closed ([`Attrs::trace_parent`]).
+    pub fn as_trace_parent(&self) -> TraceParent {
+        TraceParent {
+            trace_id: self.trace_id(),
+            span_id: self.span_id,
+        }
+    }
+
     /// The current reference count (0 once the span has closed).
     pub fn ref_count(&self) -> usize {
         match self.ref_count.load(Ordering::Acquire) {
             DEAD => 0,
-            n => n,
+            n => n as usize,
         }
     }
 
@@ -677,12 +814,29 @@ impl<X> SpanData<X> {
 impl<X> fmt::Debug for SpanData<X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SpanData")
-            .field("name", &self.name)
-            .field("target", &self.target)
+            .field("name", &self.name())
+            .field("target", &self.target())
             .field("level", &self.level)
             .field("parent", &self.parent)
+            .field("span_id", &format_args!("{:016x}", self.span_id))
+            .field("trace_id", &format_args!("{:032x}", self.trace_id()))
+            .field(
+                "parent_span_id",
+                &format_args!("{:016x}", self.parent_span_id),
+            )
             .field("ref_count", &self.ref_count())
             .finish_non_exhaustive()
+    }
+}
+
+// === impl Names ===
+
+impl Names {
+    fn owned(name: &str, target: &str) -> Self {
+        Names::Owned {
+            name: CompactString::new(name),
+            target: CompactString::new(target),
+        }
     }
 }
 
@@ -750,6 +904,26 @@ impl<'a, H: Hooks, C: Config + 'static> Iterator for Scope<'a, H, C> {
 impl<H: Hooks, C: Config> fmt::Debug for Scope<'_, H, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scope").field("next", &self.next).finish()
+    }
+}
+
+#[cfg(test)]
+mod refs {
+    use super::*;
+
+    #[test]
+    fn r3_a_span_holding_max_refs_refuses_one_more() {
+        let id = Id::from_u64(7).unwrap();
+        let count = AtomicU32::new(MAX_REFS);
+        assert_eq!(
+            increment(&count, id),
+            Err(Error::TooManyRefs { id: 7 }),
+            "a capacity error, not a wrap to DEAD"
+        );
+        assert_eq!(count.load(Ordering::Relaxed), MAX_REFS, "unchanged");
+        let count = AtomicU32::new(MAX_REFS - 1);
+        assert_eq!(increment(&count, id), Ok(()));
+        assert_eq!(decrement(&count), Some(false));
     }
 }
 

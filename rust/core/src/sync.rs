@@ -16,12 +16,12 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    atomic::{fence, AtomicBool, AtomicIsize, AtomicUsize},
+    atomic::{fence, AtomicBool, AtomicIsize, AtomicU32, AtomicUsize},
     Arc, Mutex,
 };
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{fence, AtomicBool, AtomicIsize, AtomicUsize},
+    atomic::{fence, AtomicBool, AtomicIsize, AtomicU32},
     Arc, Mutex,
 };
 

@@ -26,7 +26,9 @@ impl From<RegistryError> for PyErr {
         match e {
             Error::NotLive { .. } => SpanNotFoundError::new_err(msg),
             Error::ZeroId => InvalidSpanIdError::new_err(msg),
-            Error::SlabFull | Error::TooManyThreads => CapacityError::new_err(msg),
+            Error::SlabFull | Error::TooManyThreads | Error::TooManyRefs { .. } => {
+                CapacityError::new_err(msg)
+            }
         }
     }
 }

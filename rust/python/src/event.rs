@@ -1,6 +1,6 @@
 //! `pykregistry.Event`: what layers' `on_event` receives.
 
-use pykregistry_core::{Fields, Id, Level};
+use pykregistry_core::{Fields, Id, Level, TraceParent};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
@@ -13,6 +13,9 @@ pub(crate) struct Event {
     pub(crate) level: Level,
     pub(crate) target: String,
     pub(crate) parent_id: Option<Id>,
+    /// R13: the trace and span id of the parent span, read while it was
+    /// live; exports link the event by these, not by `parent_id`.
+    pub(crate) trace: Option<TraceParent>,
     pub(crate) fields: Fields,
 }
 
@@ -36,6 +39,18 @@ impl Event {
     #[getter]
     fn parent_id(&self) -> Option<u64> {
         self.parent_id.map(Id::into_u64)
+    }
+
+    /// R13: the trace id of the parent span; `None` without one.
+    #[getter]
+    fn trace_id(&self) -> Option<u128> {
+        self.trace.map(|t| t.trace_id)
+    }
+
+    /// R13: the span id of the parent span; `None` without one.
+    #[getter]
+    fn span_id(&self) -> Option<u64> {
+        self.trace.map(|t| t.span_id)
     }
 
     #[getter]

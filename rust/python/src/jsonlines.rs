@@ -1,6 +1,11 @@
 //! `pykregistry.JsonLines`: a built-in layer that writes every closed span
 //! and every event as one JSON object per line.
 //!
+//! R13: lines link spans and events by `trace_id`, `span_id` and
+//! `parent_span_id` (lowercase hex, as in W3C trace context): the registry's
+//! `id` and `parent_id` are kept for readers of a live registry, but recur
+//! after slot reuse.
+//!
 //! It is native: the registry recognizes it when it is added and writes
 //! from the span's slot as it closes, so no Python object is made per span.
 //! Each line is built in a buffer of its own and written whole under a lock,
@@ -114,6 +119,12 @@ impl Sink {
         push_u64(&mut line, id.into_u64());
         line.extend_from_slice(b",\"parent_id\":");
         push_id(&mut line, span.parent_id());
+        line.extend_from_slice(b",\"trace_id\":");
+        push_hex(&mut line, Some(span.trace_id()), 32);
+        line.extend_from_slice(b",\"span_id\":");
+        push_hex(&mut line, Some(span.span_id().into()), 16);
+        line.extend_from_slice(b",\"parent_span_id\":");
+        push_hex(&mut line, span.parent_span_id().map(u128::from), 16);
         line.extend_from_slice(b",\"name\":");
         push_str(&mut line, span.name());
         line.extend_from_slice(b",\"target\":");
@@ -150,6 +161,10 @@ impl Sink {
         push_level(&mut line, event.level);
         line.extend_from_slice(b",\"parent_id\":");
         push_id(&mut line, event.parent_id);
+        line.extend_from_slice(b",\"trace_id\":");
+        push_hex(&mut line, event.trace.map(|t| t.trace_id), 32);
+        line.extend_from_slice(b",\"span_id\":");
+        push_hex(&mut line, event.trace.map(|t| t.span_id.into()), 16);
         line.extend_from_slice(b",\"fields\":");
         push_fields(&mut line, &event.fields);
         line.extend_from_slice(b"}\n");
@@ -221,6 +236,16 @@ fn push_u64(line: &mut Vec<u8>, n: u64) {
 fn push_id(line: &mut Vec<u8>, id: Option<Id>) {
     match id {
         Some(id) => push_u64(line, id.into_u64()),
+        None => line.extend_from_slice(b"null"),
+    }
+}
+
+/// An id as a JSON string of `digits` lowercase hex digits, or `null`.
+fn push_hex(line: &mut Vec<u8>, id: Option<u128>, digits: usize) {
+    match id {
+        Some(id) => {
+            let _ = write!(line, "\"{id:0digits$x}\"");
+        }
         None => line.extend_from_slice(b"null"),
     }
 }

@@ -17,6 +17,14 @@ mod span_ref;
 
 use pyo3::prelude::*;
 
+/// R13: draws a new key for span and trace ids; runs in a child process
+/// after `os.fork()` (registered when the module loads), so that the child's
+/// ids and its parent's differ.
+#[pyfunction]
+fn _reseed_ids() {
+    pykregistry_core::reseed();
+}
+
 /// `gil_used`: the bindings rely on the GIL to serialize their bookkeeping
 /// (`context::GilCell`, the timings in `ext`). No free-threaded build has
 /// tested them yet; on one, importing the module turns the GIL back on.
@@ -26,6 +34,8 @@ mod _native {
     use crate::fastcall::install;
     use pyo3::types::PyAnyMethods;
 
+    #[pymodule_export]
+    use super::_reseed_ids;
     #[pymodule_export]
     use crate::callsite::Callsite;
     #[pymodule_export]
@@ -59,6 +69,10 @@ mod _native {
             let kwargs = pyo3::types::PyDict::new(py);
             kwargs.set_item("before", &flush)?;
             kwargs.set_item("after_in_child", m.getattr("_json_lines_forked")?)?;
+            register_at_fork.call((), Some(&kwargs))?;
+            // R13: a child's span and trace ids must not repeat its parent's.
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item("after_in_child", m.getattr("_reseed_ids")?)?;
             register_at_fork.call((), Some(&kwargs))?;
         }
         Ok(())

@@ -281,6 +281,7 @@ impl PyRegistry {
             level: args.level,
             target,
             parent_id: parent,
+            trace: parent.and_then(|p| Some(self.core.get(p)?.as_trace_parent())),
             fields: convert::fields_from_items(args.fields)?,
         };
         hooks.write_event(py, &event);

@@ -76,6 +76,25 @@ impl SpanRef {
         self.with(|s| s.parent_id().map(Id::into_u64))
     }
 
+    /// R13: the span's 64-bit id, unique in the process (unlike `id`).
+    #[getter]
+    fn span_id(&self) -> PyResult<u64> {
+        self.with(|s| s.span_id())
+    }
+
+    /// R13: the 128-bit id of the span's trace, shared with its parent.
+    #[getter]
+    fn trace_id(&self) -> PyResult<u128> {
+        self.with(|s| s.trace_id())
+    }
+
+    /// R13: the span id of the span's parent in its trace, even if that
+    /// parent has closed; `None` for a root of a new trace.
+    #[getter]
+    fn parent_span_id(&self) -> PyResult<Option<u64>> {
+        self.with(|s| s.parent_span_id())
+    }
+
     #[getter]
     fn parent(&self) -> PyResult<Option<SpanRef>> {
         Ok(self

@@ -15,6 +15,7 @@ pub fn attrs(name: &str) -> Attrs<'_> {
         target: "tests",
         level: Level::Info,
         metadata: None,
+        trace_parent: None,
     }
 }
 
