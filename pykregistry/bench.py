@@ -24,6 +24,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 import timeit
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -78,6 +79,22 @@ class PurePythonSpan:
 def rss_bytes() -> int:
     with open(f"/proc/{os.getpid()}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def nested_ns_per_span(reg: pykregistry.Registry, depth: int, rounds: int) -> float:
+    """Median ns per span of `depth` nested spans, entered then exited (P13)."""
+    per: list[float] = []
+    for _ in range(rounds):
+        spans = []
+        start = time.perf_counter_ns()
+        for _ in range(depth):
+            s = reg.span("deep")
+            s.__enter__()
+            spans.append(s)
+        while spans:
+            spans.pop().__exit__(None, None, None)
+        per.append((time.perf_counter_ns() - start) / depth)
+    return statistics.median(per)
 
 
 def bytes_per_live_span(make: Callable[[], object], n: int = 200_000) -> float:
@@ -273,14 +290,22 @@ def run(args: argparse.Namespace) -> int:
         med = statistics.median(values)
         print(f"{name:36} {med:10.0f} {med / base:8.2f} {med / p1:7.2f} {med / call:7.2f}")
 
+    reg = pykregistry.Registry()
+    shallow = nested_ns_per_span(reg, 10, max(args.rounds, 5) * 200)
+    deep = nested_ns_per_span(reg, 20_000, max(args.rounds, 5))
+    print("\ntargets (SPEC section 6):")
+    print(f"  P1  with reg.span('x') / with CM()      {p1 / base:6.2f}x   target <= 2.00x")
+    print(
+        f"  P13 per span at 20,000 nested / at 10   {deep / shallow:6.2f}x   target <= 2.00x"
+        f"  ({deep:.0f} vs {shallow:.0f} ns)"
+    )
     if os.path.exists(f"/proc/{os.getpid()}/statm"):
-        reg = pykregistry.Registry()
         per_span = bytes_per_live_span(lambda: reg.span("x"))
         pure = PurePythonRegistry()
         per_pure = bytes_per_live_span(lambda: pure.span("x"))
         print(
-            f"\nmemory per live span held by a handle: {per_span:.0f} B "
-            f"(pure-Python: {per_pure:.0f} B)"
+            f"  P5  memory per live span (handle)       {per_span:6.0f} B   target <= 160 B"
+            f"  (pure-Python: {per_pure:.0f} B)"
         )
     return 0
 
