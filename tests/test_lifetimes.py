@@ -236,7 +236,8 @@ def test_r5_collector_finalizing_generators_inside_enter_and_exit(
         got = reg.get(sid).parent_id
         if got != parent:
             view = reg.get(got) if got is not None else None
-            assert view is not None and view.name.startswith("gen"), (got, parent)
+            assert view is not None, (got, parent)
+            assert view.name.startswith("gen"), (got, parent)
 
     def run(ops: list[tuple[str, int]], parent: int | None) -> None:
         i = 0

@@ -12,7 +12,10 @@ fn main() {
         .or_else(|| std::env::var("PYO3_PYTHON").ok())
         .unwrap_or_else(|| "python3".to_owned());
     let out = Command::new(&python)
-        .args(["-c", "import sysconfig; print(sysconfig.get_paths()['include'])"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['include'])",
+        ])
         .output()
         .unwrap_or_else(|e| panic!("cannot run {python} to find Python.h: {e}"));
     assert!(

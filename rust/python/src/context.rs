@@ -155,8 +155,7 @@ fn var(py: Python<'_>) -> PyResult<&Py<PyAny>> {
     VAR.get_or_try_init(py, || {
         // SAFETY: the name is a NUL-terminated literal; a NULL default means
         // "no value", which `top` reads as the empty stack.
-        let var =
-            unsafe { ffi::PyContextVar_New(c"pykregistry.stack".as_ptr(), ptr::null_mut()) };
+        let var = unsafe { ffi::PyContextVar_New(c"pykregistry.stack".as_ptr(), ptr::null_mut()) };
         // SAFETY: a new reference or NULL with an exception set.
         Ok(unsafe { Bound::from_owned_ptr_or_err(py, var)? }.unbind())
     })
@@ -232,18 +231,17 @@ impl Owner {
             .borrow()
             .as_ref()
             .and_then(|owners| owners.get(&ctx).filter(|o| o.is(ctx)).cloned());
-        let owner = match known {
-            Some(owner) => owner,
-            None => {
-                let owner = Self::new(py, ctx)?;
-                let old = OWNERS
-                    .0
-                    .borrow_mut()
-                    .get_or_insert_with(HashMap::new)
-                    .insert(ctx, Arc::clone(&owner));
-                drop(old);
-                owner
-            }
+        let owner = if let Some(owner) = known {
+            owner
+        } else {
+            let owner = Self::new(py, ctx)?;
+            let old = OWNERS
+                .0
+                .borrow_mut()
+                .get_or_insert_with(HashMap::new)
+                .insert(ctx, Arc::clone(&owner));
+            drop(old);
+            owner
         };
         let _ = LAST_OWNER.try_with(|last| *last.borrow_mut() = Arc::downgrade(&owner));
         Ok(owner)
@@ -274,9 +272,7 @@ impl Owner {
         let callback = Bound::new(py, ContextEnd { owner }).ok()?;
         // SAFETY: `ctx` is the calling thread's current context, alive while
         // this runs; the result is a new reference or NULL with an exception.
-        let weak = unsafe {
-            ffi::PyWeakref_NewRef(ctx as *mut ffi::PyObject, callback.as_ptr())
-        };
+        let weak = unsafe { ffi::PyWeakref_NewRef(ctx as *mut ffi::PyObject, callback.as_ptr()) };
         // SAFETY: as above.
         unsafe { Bound::from_owned_ptr_or_opt(py, weak) }.map(Bound::unbind)
     }
@@ -301,7 +297,9 @@ impl ContextEnd {
     /// The context ended: its entries stop counting and release what they
     /// hold (R11).
     fn __call__(&self, _weak: &Bound<'_, PyAny>) {
-        let Some(owner) = self.owner.upgrade() else { return };
+        let Some(owner) = self.owner.upgrade() else {
+            return;
+        };
         owner.alive.store(false, Ordering::Relaxed);
         let held = std::mem::take(&mut *owner.held.0.borrow_mut());
         for entry in held.iter().rev() {
@@ -453,18 +451,18 @@ impl Entry {
 pub(crate) fn enter<'py>(py: Python<'py>, core: &Core, id: Id) -> PyResult<Bound<'py, Entry>> {
     let owner = Owner::calling(py)?;
     let (flags, span_id, trace_id) = {
-        let span = core
-            .live_slot(id, Op::Enter)
-            .map_err(RegistryError)?;
+        let span = core.live_slot(id, Op::Enter).map_err(RegistryError)?;
         let ext = span.ext();
         let duplicate = ext.claimed_by(owner.serial) || (ext.shared() && owner.holds(core, id));
         let flags = if duplicate {
             DUP
         } else {
-            core.clone_span(id)
-                .map_err(|_| {
-                    RegistryError(pykregistry_core::Error::NotLive { id: id.into_u64(), op: Op::Enter })
-                })?;
+            core.clone_span(id).map_err(|_| {
+                RegistryError(pykregistry_core::Error::NotLive {
+                    id: id.into_u64(),
+                    op: Op::Enter,
+                })
+            })?;
             HELD | if ext.claim(owner.serial) { PRIMARY } else { 0 }
         };
         ext.on_enter();
@@ -549,12 +547,12 @@ pub(crate) struct Exited {
 
 impl Exited {
     /// The span the entry was of, if it is still that span.
-    pub(crate) fn span(&self, py: Python<'_>) -> Option<(Core, Id)> {
+    pub(crate) fn span(&self, py: Python<'_>) -> Option<Id> {
         let e = self.entry.bind(py).get().state();
         e.core
             .get(e.id)
             .is_some_and(|s| s.span_id() == e.span_id)
-            .then(|| (e.core.clone(), e.id))
+            .then_some(e.id)
     }
 
     /// Releases what the entry held; may close the span.
@@ -701,7 +699,10 @@ impl GuardSlot {
         }
         // SAFETY: an owned reference to an `Entry`, now ours.
         let latest = unsafe { Bound::from_owned_ptr(py, latest).cast_into_unchecked::<Entry>() };
-        let prev = latest.get().guard_prev.swap(ptr::null_mut(), Ordering::Relaxed);
+        let prev = latest
+            .get()
+            .guard_prev
+            .swap(ptr::null_mut(), Ordering::Relaxed);
         self.0.store(prev, Ordering::Relaxed);
         Some(latest)
     }
