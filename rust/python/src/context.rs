@@ -76,7 +76,7 @@ const DUP: u8 = 8;
 ///
 /// Immutable but for its flags; shared by every context copied from the
 /// one that pushed it.
-#[pyclass(name = "_Entry", module = "pykregistry", frozen)]
+#[pyclass(name = "_Entry", module = "pykregistry", frozen, freelist = 256)]
 pub(crate) struct Entry {
     core: Core,
     id: Id,
@@ -451,22 +451,30 @@ impl Entry {
 pub(crate) fn enter<'py>(py: Python<'py>, core: &Core, id: Id) -> PyResult<Bound<'py, Entry>> {
     let owner = Owner::calling(py)?;
     let (flags, span_id, trace_id) = {
-        let span = core.live_slot(id, Op::Enter).map_err(RegistryError)?;
+        // One lookup takes the reference a first entry holds; a duplicate
+        // (rare) gives it back.
+        let span = core.clone_span_ref(id).map_err(|e| {
+            RegistryError(match e {
+                pykregistry_core::Error::NotLive { id, .. } => {
+                    pykregistry_core::Error::NotLive { id, op: Op::Enter }
+                }
+                e => e,
+            })
+        })?;
         let ext = span.ext();
         let duplicate = ext.claimed_by(owner.serial) || (ext.shared() && owner.holds(core, id));
         let flags = if duplicate {
             DUP
         } else {
-            core.clone_span(id).map_err(|_| {
-                RegistryError(pykregistry_core::Error::NotLive {
-                    id: id.into_u64(),
-                    op: Op::Enter,
-                })
-            })?;
             HELD | if ext.claim(owner.serial) { PRIMARY } else { 0 }
         };
         ext.on_enter();
-        (flags, span.span_id(), span.trace_id())
+        let identity = (flags, span.span_id(), span.trace_id());
+        drop(span);
+        if duplicate {
+            release(core, id);
+        }
+        identity
     };
     let made = Bound::new(
         py,

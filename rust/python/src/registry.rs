@@ -326,10 +326,13 @@ impl PyRegistry {
     /// Tells layers of an exit, then releases what the entry held: they
     /// see the exit before any close it causes, and can still read the span.
     pub(crate) fn exited(&self, py: Python<'_>, exited: context::Exited) {
-        if let Some(id) = exited.span(py) {
-            self.core.hooks().dispatch(py, Step::Exit, || {
-                Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
-            });
+        let hooks = self.core.hooks();
+        if hooks.hooks(Step::Exit) {
+            if let Some(id) = exited.span(py) {
+                hooks.dispatch(py, Step::Exit, || {
+                    Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
+                });
+            }
         }
         exited.finish(py);
     }

@@ -23,7 +23,7 @@ use crate::span_ref::SpanRef;
 /// block exits and releases. A handle released by `close()` or garbage
 /// collected unreleased gives up its reference. A span that a filter turned
 /// away is *disabled*: it has no ID, and everything on it does nothing.
-#[pyclass(name = "Span", module = "pykregistry", frozen, subclass)]
+#[pyclass(name = "Span", module = "pykregistry", frozen, subclass, freelist = 256)]
 pub(crate) struct Span {
     /// `None` for the disabled span.
     live: Option<Handle>,
