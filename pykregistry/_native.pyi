@@ -135,8 +135,11 @@ class Registry:
 
         A layer is any object with some of ``on_new_span(span)``,
         ``on_record(span, values)``, ``on_follows_from(span, follows_id)``,
-        ``on_event(event)``, ``on_enter(span)``, ``on_exit(span)`` and
-        ``on_close(span)``, where ``span`` is a :class:`SpanRef`. Methods are
+        ``on_event(event)``, ``on_enter(span)``, ``on_exit(span)``,
+        ``on_end(span)`` and ``on_close(span)``, where ``span`` is a
+        :class:`SpanRef`. ``on_end`` comes once per span at its end (the end
+        of its block, or the release of the handle that made it), before
+        ``on_close``, which comes with its last reference. Methods are
         looked up once, here. Raises ``TypeError`` if one is not callable.
         """
 
@@ -415,16 +418,18 @@ class SpanRef:
 
     @property
     def end_time_ns(self) -> int | None:
-        """Wall-clock time the span closed, in ns since the epoch; ``None``
-        while it is live (a layer's ``on_close`` already sees it)."""
+        """Wall-clock time the span ended (R14), in ns since the epoch;
+        ``None`` until it ends (a layer's ``on_end`` already sees it)."""
 
     @property
     def busy_ns(self) -> int:
-        """Time the span has been entered in some context, in ns."""
+        """Time the span has been entered in some context, in ns, up to its
+        end."""
 
     @property
     def idle_ns(self) -> int:
-        """Time the span has been live but entered nowhere, in ns."""
+        """Time the span has been live but entered nowhere, in ns, up to its
+        end."""
 
     @property
     def extensions(self) -> dict[str, Any]:
@@ -486,7 +491,7 @@ class Event:
 
 @final
 class JsonLines:
-    """A built-in layer that writes every span as it closes, and every event,
+    """A built-in layer that writes every span at its end, and every event,
     as one JSON object per line (JSON Lines). Add it like any layer:
     ``Registry(layers=[JsonLines("trace.jsonl")])``.
 

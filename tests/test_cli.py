@@ -68,7 +68,12 @@ def test_cli_bench_prints_every_case_with_its_ratios(capsys: pytest.CaptureFixtu
     assert rows["empty with CM()"][1] == 1.0
     assert rows["P1 with reg.span('x')"][2] == 1.0
     assert rows["plain call f()"][3] == 1.0
-    assert "memory per live span held by a handle:" in out
+    # The targets of P1, P13 and P5, each beside its measure.
+    targets = {line.split()[0]: line for line in out.splitlines() if line.startswith("  P")}
+    assert set(targets) == {"P1", "P13", "P5"}, out
+    assert "target <= 2.00x" in targets["P1"]
+    assert "target <= 2.00x" in targets["P13"]
+    assert "target <= 160 B" in targets["P5"]
 
 
 def test_cli_bench_refuses_bad_options(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import gc
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -320,3 +321,53 @@ def test_p13_20_000_nested_with_blocks(reg: Registry) -> None:
         spans.pop().__exit__(None, None, None)
     assert len(reg) == 0
     assert reg.current_span() is None
+
+
+_FINALIZERS_IN_SETS = """
+import gc
+from pykregistry import Registry
+
+reg = Registry()
+
+
+def suspended():
+    def body():
+        with reg.span("gen"):
+            yield
+
+    g = body()
+    next(g)
+    cycle = [g]
+    cycle.append(cycle)
+
+
+gc.set_threshold(1)
+for _ in range(3000):
+    suspended()
+    with reg.span("a"), reg.span("b"):
+        pass
+gc.set_threshold(700, 10, 10)
+gc.collect()
+assert len(reg) == 0, len(reg)
+assert reg.current_span() is None
+print("ok")
+"""
+
+
+def test_r15_finalizers_cannot_corrupt_the_context_under_our_set() -> None:
+    """CPython's `ContextVar.set` reads the old mapping through a borrowed
+    pointer while it allocates; a collection there whose finalizer sets a
+    variable of the same context frees it (a use-after-free, also in pure
+    Python). Our sets run with the collector off, and nothing of ours sets
+    the variable during a collection. With the allocator's debug hooks a
+    use-after-free crashes at once."""
+    env = {**os.environ, "PYTHONMALLOC": "debug", "PYTHONFAULTHANDLER": "1"}
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", _FINALIZERS_IN_SETS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-3000:]

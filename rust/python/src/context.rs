@@ -47,7 +47,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 
 use pykregistry_core::{Id, Op, TraceParent};
@@ -179,16 +179,55 @@ fn top(py: Python<'_>) -> PyResult<Option<Bound<'_, Entry>>> {
     Ok(value.cast_into::<Entry>().ok())
 }
 
+/// Sets the calling context's view of its stack, unless that could
+/// corrupt the interpreter.
+///
+/// Load-bearing, for `CPython` (3.11 checked) itself: `ContextVar.set` builds
+/// the context's new mapping from a borrowed pointer to the old one, and the
+/// allocation can run the garbage collector. A finalizer that sets a context
+/// variable of the same context in there frees the old mapping under the
+/// outer set: a use-after-free that corrupts or crashes the process. So our
+/// set runs with the collector disabled (no finalizer runs inside it), and
+/// while a collection is running (we may be inside someone else's set) the
+/// view is left as it is: entries' flags, not the view, decide what counts
+/// and what is current, and the next enter or exit there trims the view.
 fn set_top(py: Python<'_>, top: Option<&Bound<'_, Entry>>) -> PyResult<()> {
+    if COLLECTING.load(Ordering::Relaxed) > 0 {
+        return Ok(());
+    }
     let var = var(py)?;
     let value = top.map_or_else(|| py.None().into_bound(py), |n| n.clone().into_any());
+    // SAFETY: plain calls with the GIL held.
+    let was_enabled = unsafe { ffi::PyGC_Disable() };
     // SAFETY: `var` is a ContextVar and `value` a live object. The token (a
     // new reference) holds the old value; dropping it at once lets the old
     // top go as soon as no context holds it.
     let token = unsafe { ffi::PyContextVar_Set(var.as_ptr(), value.as_ptr()) };
+    if was_enabled != 0 {
+        // SAFETY: as above.
+        unsafe { ffi::PyGC_Enable() };
+    }
     // SAFETY: a new reference or NULL with an exception set.
     drop(unsafe { Bound::from_owned_ptr_or_err(py, token)? });
     Ok(())
+}
+
+/// Garbage collections in progress (see [`set_top`]).
+static COLLECTING: AtomicU32 = AtomicU32::new(0);
+
+/// `gc.callbacks` entry: counts collections in progress.
+#[pyfunction]
+pub(crate) fn _gc_phase(phase: &str, _info: &Bound<'_, PyAny>) {
+    match phase {
+        "start" => {
+            COLLECTING.fetch_add(1, Ordering::Relaxed);
+        }
+        "stop" => {
+            let _ =
+                COLLECTING.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+        _ => {}
+    }
 }
 
 /// The calling context's address; 0 if the thread has none yet.
@@ -509,8 +548,9 @@ pub(crate) fn enter<'py>(py: Python<'py>, core: &Core, id: Id) -> PyResult<Bound
             return Err(e);
         }
     };
-    // Nothing runs between reading the top and linking to it.
-    if let Some(below) = top(py)? {
+    // Nothing runs between reading the top and linking to it. Exits the
+    // view could not show (see `set_top`) go now.
+    if let Some(below) = trimmed(py, top(py)?, context_address()) {
         entry.get().next.store(below.into_ptr(), Ordering::Relaxed);
     }
     if flags & HELD != 0 {

@@ -3,7 +3,7 @@
 //!
 //! Timings use the TSC through `quanta` where it is reliable (about 10 ns a
 //! read, against 25 ns for `clock_gettime`): a span reads the clock when it
-//! is created, entered, exited and closed. Wall-clock times are derived from
+//! is created, entered, exited and ended. Wall-clock times are derived from
 //! one anchor taken when the module loads, so they cost no extra read.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -80,8 +80,8 @@ pub(crate) struct SpanExt {
     holder: AtomicU64,
     busy: AtomicU64,
     idle: AtomicU64,
-    /// Raw reading at close; 0 while live.
-    closed: AtomicU64,
+    /// Raw reading at the span's end (R14); 0 until then.
+    ended: AtomicU64,
     extensions: PyOnceLock<Py<PyDict>>,
     /// The most verbose level a filter's span directive enables inside this
     /// span (inherited from its parent, or matched by the span itself).
@@ -98,7 +98,7 @@ impl Default for SpanExt {
             holder: AtomicU64::new(0),
             busy: AtomicU64::new(0),
             idle: AtomicU64::new(0),
-            closed: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
             extensions: PyOnceLock::new(),
             scope: None,
         }
@@ -184,8 +184,13 @@ impl SpanExt {
         }
     }
 
-    /// The span closed: the current stretch counts as busy or idle.
-    pub(crate) fn on_close(&self) {
+    /// R14: the span ends: the current stretch counts as busy or idle,
+    /// and its end time and durations are fixed from now on. Whether this
+    /// call ended it (a span ends once).
+    pub(crate) fn end(&self) -> bool {
+        if self.ended.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
         let t = now();
         let open = if self.entered.load(Ordering::Relaxed) > 0 {
             &self.busy
@@ -193,21 +198,25 @@ impl SpanExt {
             &self.idle
         };
         self.switch(open, t);
-        self.closed.store(t.max(1), Ordering::Relaxed);
+        self.ended.store(t.max(1), Ordering::Relaxed);
+        true
     }
 
     /// Adds the time since the last switch to `total`, and marks `t`.
     fn switch(&self, total: &AtomicU64, t: u64) {
+        if self.ended.load(Ordering::Relaxed) != 0 {
+            return; // fixed at the end (R14)
+        }
         let last = self.last.swap(t, Ordering::Relaxed);
         total.fetch_add(nanos(last, t), Ordering::Relaxed);
     }
 
     pub(crate) fn timings(&self) -> Timings {
-        let closed = self.closed.load(Ordering::Relaxed);
+        let ended = self.ended.load(Ordering::Relaxed);
         let mut busy = self.busy.load(Ordering::Relaxed);
         let mut idle = self.idle.load(Ordering::Relaxed);
-        if closed == 0 {
-            // Live: include the stretch in progress.
+        if ended == 0 {
+            // Not ended: include the stretch in progress.
             let since = nanos(self.last.load(Ordering::Relaxed), now());
             if self.entered.load(Ordering::Relaxed) > 0 {
                 busy += since;
@@ -217,7 +226,7 @@ impl SpanExt {
         }
         Timings {
             start_time_ns: wall(self.created),
-            end_time_ns: (closed != 0).then(|| wall(closed)),
+            end_time_ns: (ended != 0).then(|| wall(ended)),
             busy_ns: busy,
             idle_ns: idle,
         }

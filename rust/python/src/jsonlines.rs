@@ -1,4 +1,4 @@
-//! `pykregistry.JsonLines`: a built-in layer that writes every closed span
+//! `pykregistry.JsonLines`: a built-in layer that writes every span at its end
 //! and every event as one JSON object per line.
 //!
 //! R13: lines link spans and events by `trace_id`, `span_id` and
@@ -7,7 +7,7 @@
 //! after slot reuse.
 //!
 //! It is native: the registry recognizes it when it is added and writes
-//! from the span's slot as it closes, so no Python object is made per span.
+//! from the span's slot at its end (R14), so no Python object is made per span.
 //! Each line is built in a buffer of its own and written whole under a lock,
 //! so lines from different threads never interleave. Writes go through a
 //! 64 KiB buffer: `flush()` pushes them to the file, `close()` flushes and
@@ -58,7 +58,7 @@ static FORKS: AtomicU64 = AtomicU64::new(0);
 
 const BUFFER: usize = 64 * 1024;
 
-/// A layer that writes each span as it closes, and each event, as one JSON
+/// A layer that writes each span at its end, and each event, as one JSON
 /// object per line.
 #[pyclass(name = "JsonLines", module = "pykregistry", frozen)]
 pub(crate) struct JsonLines {
@@ -108,7 +108,7 @@ impl Sink {
         }
     }
 
-    /// The line for a span that is closing (its timings are final).
+    /// The line for a span at its end (its timings are final, R14).
     pub(crate) fn write_span(&self, id: Id, span: &SpanData<SpanExt>) {
         if !self.writing() {
             return;

@@ -2,7 +2,10 @@
 //!
 //! A layer may define any of `on_new_span(span)`, `on_record(span, values)`,
 //! `on_follows_from(span, follows_id)`, `on_event(event)`, `on_enter(span)`,
-//! `on_exit(span)` and `on_close(span)`, where `span` is a `SpanRef`. The
+//! `on_exit(span)`, `on_end(span)` and `on_close(span)`, where `span` is a
+//! `SpanRef`. `on_end` comes once per span, at its end (R14: the end of the
+//! block or the release of the handle that made it), before `on_close`,
+//! which comes with its last reference. The
 //! methods are looked up once, when the layer is added. A layer that raises
 //! never breaks the caller nor the registry: the exception goes to
 //! `sys.unraisablehook` (pytest reports it) and `Registry.layer_errors`
@@ -18,6 +21,7 @@ use pyo3::{BoundObject, PyTraverseError, PyVisit};
 use crate::event::Event;
 use crate::ext::SpanExt;
 use crate::jsonlines::{JsonLines, Sink};
+use crate::registry::Core;
 use crate::span_ref::SpanRef;
 
 /// The lifecycle steps a layer can hook.
@@ -29,22 +33,24 @@ pub(crate) enum Step {
     Event,
     Enter,
     Exit,
+    End,
     Close,
 }
 
-const STEPS: [(Step, &str); 7] = [
+const STEPS: [(Step, &str); 8] = [
     (Step::NewSpan, "on_new_span"),
     (Step::Record, "on_record"),
     (Step::FollowsFrom, "on_follows_from"),
     (Step::Event, "on_event"),
     (Step::Enter, "on_enter"),
     (Step::Exit, "on_exit"),
+    (Step::End, "on_end"),
     (Step::Close, "on_close"),
 ];
 
 struct Layer {
     object: Py<PyAny>,
-    methods: [Option<Py<PyAny>>; 7],
+    methods: [Option<Py<PyAny>>; 8],
 }
 
 /// The registry's layers, as the core's [`Hooks`].
@@ -53,7 +59,7 @@ pub(crate) struct Layers {
     list: RwLock<Arc<Vec<Layer>>>,
     /// Per step, whether any Python layer hooks it: the fast path checks
     /// only this.
-    hooked: [AtomicBool; 7],
+    hooked: [AtomicBool; 8],
     errors: AtomicU64,
     /// The built-in native layers (`JsonLines`), written to without any
     /// Python object; also in `list`, so `Registry.layers` shows them.
@@ -65,7 +71,7 @@ pub(crate) struct Layers {
 
 impl Layers {
     pub(crate) fn add(&self, object: &Bound<'_, PyAny>) -> PyResult<()> {
-        let mut methods: [Option<Py<PyAny>>; 7] = Default::default();
+        let mut methods: [Option<Py<PyAny>>; 8] = Default::default();
         for (i, (_, name)) in STEPS.iter().enumerate() {
             if let Some(m) = object.getattr_opt(*name)? {
                 if !m.is_callable() {
@@ -201,6 +207,28 @@ impl Layers {
         }
     }
 
+    /// R14: ends span `id` of `core`, if it has not ended: fixes its
+    /// timings, hands it to the sinks and tells layers' `on_end`.
+    pub(crate) fn end(&self, py: Python<'_>, core: &Core, id: Id) {
+        let Some(span) = core.get(id) else { return };
+        if span.ext().end() {
+            self.ended(py, core, id, &span);
+        }
+    }
+
+    /// What follows a span's end: sinks write it, layers' `on_end` see it.
+    fn ended(&self, py: Python<'_>, core: &Core, id: Id, span: &SpanData<SpanExt>) {
+        if self.sinks_on.load(Ordering::Acquire) {
+            let sinks = Arc::clone(&self.sinks.read().unwrap_or_else(PoisonError::into_inner));
+            for sink in sinks.iter() {
+                sink.write_span(id, span);
+            }
+        }
+        self.dispatch(py, Step::End, || {
+            Ok((Bound::new(py, SpanRef::new(core.clone(), id))?,))
+        });
+    }
+
     fn failed(&self, py: Python<'_>, err: PyErr, layer: Option<&Bound<'_, PyAny>>) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         err.write_unraisable(py, layer);
@@ -216,14 +244,8 @@ impl Hooks for Layers {
         id: Id,
         span: &SpanData<SpanExt>,
     ) {
-        span.ext().on_close();
-        if self.sinks_on.load(Ordering::Acquire) {
-            let sinks = Arc::clone(&self.sinks.read().unwrap_or_else(PoisonError::into_inner));
-            for sink in sinks.iter() {
-                sink.write_span(id, span);
-            }
-        }
-        if !self.hooks(Step::Close) {
+        let ending = span.ext().end();
+        if !ending && !self.hooks(Step::Close) {
             return;
         }
         // Only the default configuration is exposed to Python.
@@ -232,6 +254,10 @@ impl Hooks for Layers {
             return;
         };
         Python::attach(|py| {
+            if ending {
+                // No handle made it (or none ended it): it ends as it closes.
+                self.ended(py, core, id, span);
+            }
             self.dispatch(py, Step::Close, || {
                 Ok((Bound::new(py, SpanRef::new(core.clone(), id))?,))
             });

@@ -39,6 +39,8 @@ mod _native {
     #[pymodule_export]
     use crate::callsite::Callsite;
     #[pymodule_export]
+    use crate::context::_gc_phase;
+    #[pymodule_export]
     use crate::event::Event;
     #[pymodule_export]
     use crate::jsonlines::{_flush_json_lines, _json_lines_forked, JsonLines};
@@ -62,6 +64,10 @@ mod _native {
         install::<crate::callsite::SpanMethod>(py)?;
         // Lines still buffered at exit, or when the process forks, are
         // written then; a child stops writing its parent's files.
+        // Collections in progress: the context stack's view is not set then.
+        py.import("gc")?
+            .getattr("callbacks")?
+            .call_method1("append", (m.getattr("_gc_phase")?,))?;
         let flush = m.getattr("_flush_json_lines")?;
         py.import("atexit")?.getattr("register")?.call1((&flush,))?;
         let os = py.import("os")?;

@@ -297,7 +297,7 @@ impl PyRegistry {
         filtered: bool,
     ) -> PyResult<Bound<'py, Span>> {
         match slf.get().create(slf.py(), name, args, filtered)? {
-            Some(id) => Bound::new(slf.py(), Span::new(slf.clone().unbind(), id)),
+            Some(id) => Bound::new(slf.py(), Span::new(slf.clone().unbind(), id, true)),
             None => Span::disabled_span(slf.py()),
         }
     }

@@ -23,7 +23,13 @@ use crate::span_ref::SpanRef;
 /// block exits and releases. A handle released by `close()` or garbage
 /// collected unreleased gives up its reference. A span that a filter turned
 /// away is *disabled*: it has no ID, and everything on it does nothing.
-#[pyclass(name = "Span", module = "pykregistry", frozen, subclass, freelist = 256)]
+#[pyclass(
+    name = "Span",
+    module = "pykregistry",
+    frozen,
+    subclass,
+    freelist = 256
+)]
 pub(crate) struct Span {
     /// `None` for the disabled span.
     live: Option<Handle>,
@@ -35,6 +41,8 @@ pub(crate) struct Span {
 struct Handle {
     registry: Py<PyRegistry>,
     id: Id,
+    /// Whether this handle made the span: its release ends it (R14).
+    creator: bool,
 }
 
 /// The context manager `Span.entered()` returns: enters on `__enter__`,
@@ -118,9 +126,15 @@ static DISABLED: PyOnceLock<Py<Span>> = PyOnceLock::new();
 // === impl Span ===
 
 impl Span {
-    pub(crate) fn new(registry: Py<PyRegistry>, id: Id) -> Self {
+    /// A handle on span `id`; `creator` when it made the span, so that
+    /// its release ends it (R14).
+    pub(crate) fn new(registry: Py<PyRegistry>, id: Id, creator: bool) -> Self {
         Span {
-            live: Some(Handle { registry, id }),
+            live: Some(Handle {
+                registry,
+                id,
+                creator,
+            }),
             closed: AtomicBool::new(false),
             entries: GuardSlot::default(),
         }
@@ -208,11 +222,17 @@ impl Span {
         recorded.and(exited)
     }
 
-    /// Releases this handle's reference, once.
+    /// Releases this handle's reference, once. The handle that made the
+    /// span ends it first (R14): the end of its block, its `close()`, or
+    /// its collection.
     fn release(&self) {
         if let Some(h) = &self.live {
             if !self.closed.swap(true, Ordering::AcqRel) {
-                release(&h.registry.get().core, h.id);
+                let core = &h.registry.get().core;
+                if h.creator {
+                    Python::attach(|py| core.hooks().end(py, core, h.id));
+                }
+                release(core, h.id);
             }
         }
     }
@@ -320,7 +340,7 @@ impl Span {
         let handle = span.live.as_ref().map(|h| h.registry.clone_ref(slf.py()));
         Py::new(
             slf.py(),
-            Span::new(handle.expect("open() found a live handle"), id),
+            Span::new(handle.expect("open() found a live handle"), id, false),
         )
     }
 

@@ -109,20 +109,23 @@ impl SpanRef {
         self.with(|s| s.ext().timings().start_time_ns)
     }
 
-    /// Wall-clock time the span closed, in ns since the epoch; `None` while
-    /// it is live (layers' `on_close` already sees it).
+    /// R14: wall-clock time the span ended, in ns since the epoch; `None`
+    /// until it ends (layers' `on_end` already sees it). Busy and idle time
+    /// stop counting then too.
     #[getter]
     fn end_time_ns(&self) -> PyResult<Option<u64>> {
         self.with(|s| s.ext().timings().end_time_ns)
     }
 
-    /// Time the span has been entered in some context, in ns (monotonic).
+    /// Time the span has been entered in some context, in ns (monotonic),
+    /// up to its end.
     #[getter]
     fn busy_ns(&self) -> PyResult<u64> {
         self.with(|s| s.ext().timings().busy_ns)
     }
 
-    /// Time the span has been live but entered nowhere, in ns (monotonic).
+    /// Time the span has been live but entered nowhere, in ns (monotonic),
+    /// up to its end.
     #[getter]
     fn idle_ns(&self) -> PyResult<u64> {
         self.with(|s| s.ext().timings().idle_ns)
