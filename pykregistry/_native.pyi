@@ -27,6 +27,7 @@ __all__ = [
     "Span",
     "SpanRef",
     "_flush_json_lines",
+    "_gc_phase",
     "_json_lines_forked",
     "_reseed_ids",
 ]
@@ -559,6 +560,11 @@ class JsonLines:
 def _flush_json_lines() -> None:
     """Flushes every open :class:`JsonLines` (registered with ``atexit`` and
     to run before ``os.fork()``)."""
+
+def _gc_phase(phase: str, _info: object) -> None:
+    """In ``gc.callbacks``: counts collections in progress, during which
+    pykregistry leaves its context variable alone (see the README's
+    Contexts section)."""
 
 def _json_lines_forked() -> None:
     """Run in a child process after ``os.fork()``: the parent's
