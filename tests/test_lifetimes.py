@@ -325,12 +325,11 @@ def test_p13_20_000_nested_with_blocks(reg: Registry) -> None:
 
 _FINALIZERS_IN_SETS = """
 import gc
+import random
 from pykregistry import Registry
 
-reg = Registry()
 
-
-def suspended():
+def suspended(reg):
     def body():
         with reg.span("gen"):
             yield
@@ -341,15 +340,42 @@ def suspended():
     cycle.append(cycle)
 
 
-gc.set_threshold(1)
-for _ in range(3000):
-    suspended()
-    with reg.span("a"), reg.span("b"):
-        pass
-gc.set_threshold(700, 10, 10)
-gc.collect()
-assert len(reg) == 0, len(reg)
-assert reg.current_span() is None
+def run(reg, ops):
+    i = 0
+    while i < len(ops):
+        kind, n = ops[i]
+        i += 1
+        if kind == "gen":
+            for _ in range(n + 1):
+                suspended(reg)
+        elif kind == "with":
+            with reg.span("w"):
+                pass
+        elif kind == "ids":
+            sid = reg.new_span("ids")
+            reg.enter(sid)
+            reg.exit(sid)
+            reg.try_close(sid)
+        else:
+            with reg.span("outer"):
+                run(reg, ops[i : i + n + 1])
+            i += n + 1
+
+
+rng = random.Random(1)
+for _ in range(60):
+    reg = Registry()
+    ops = [
+        (rng.choice(["with", "gen", "ids", "nested"]), rng.randint(0, 3))
+        for _ in range(rng.randint(1, 25))
+    ]
+    gc.collect()
+    gc.set_threshold(rng.randint(1, 7))
+    run(reg, ops)
+    gc.set_threshold(700, 10, 10)
+    gc.collect()
+    assert len(reg) == 0, len(reg)
+    assert reg.current_span() is None
 print("ok")
 """
 
