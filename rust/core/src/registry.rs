@@ -453,6 +453,14 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     /// closes twice.
     pub fn try_close(&self, id: Id) -> Result<bool, Error> {
         let span = self.slot(id).ok_or(Error::not_live(id, Op::Close))?;
+        self.close_slot(id, span)
+    }
+
+    fn close_slot<'a>(
+        &'a self,
+        id: Id,
+        span: sharded_slab::pool::Ref<'a, SpanData<H::Ext>, C>,
+    ) -> Result<bool, Error> {
         match decrement(&span.ref_count) {
             None => Err(Error::not_live(id, Op::Close)),
             Some(false) => Ok(false),
@@ -847,6 +855,12 @@ impl<'a, H: Hooks, C: Config + 'static> SpanRef<'a, H, C> {
     #[must_use]
     pub fn id(&self) -> Id {
         self.id
+    }
+
+    /// R4: [`Registry::try_close`] through this view, saving a lookup: it
+    /// releases one reference the caller holds.
+    pub fn try_close(self) -> Result<bool, Error> {
+        self.registry.close_slot(self.id, self.data)
     }
 
     /// A view of the parent, if the span has one and it is still live.

@@ -404,19 +404,31 @@ impl Entry {
     /// `flags` before `EXITED` was set): the span's timing, the owner's
     /// claim, and its reference, which may close the span.
     fn let_go(&self, flags: u8) {
-        if let Some(span) = self.core.get(self.id) {
-            if span.span_id() == self.span_id {
-                let ext = span.ext();
-                ext.on_exit();
-                if flags & HELD != 0 {
-                    ext.unclaim(flags & PRIMARY != 0);
-                }
-            }
-        }
         if flags & HELD != 0 {
             self.flags.fetch_and(!HELD, Ordering::Relaxed);
-            release(&self.core, self.id);
         }
+        let_go(&self.core, self.id, self.span_id, flags);
+    }
+}
+
+/// What an entry of span `id` (by identity, `span_id`) with `flags` gives
+/// up as it stops counting: see [`Entry::let_go`].
+fn let_go(core: &Core, id: Id, span_id: u64, flags: u8) {
+    let held = flags & HELD != 0;
+    match core.get(id) {
+        Some(span) if span.span_id() == span_id => {
+            let ext = span.ext();
+            ext.on_exit();
+            if held {
+                ext.unclaim(flags & PRIMARY != 0);
+                // The reference this entry held: released through the same
+                // lookup.
+                let _ = span.try_close();
+            }
+        }
+        // Not the span it was (released by hand too often, R12): the count
+        // is already what it should be.
+        _ => {}
     }
 }
 
@@ -438,6 +450,13 @@ impl Drop for Entry {
 /// of a million entries is a loop, not a recursion. If thread-local storage
 /// is gone (thread teardown), the reference goes at once.
 fn defer_decref(obj: *mut ffi::PyObject) {
+    // SAFETY: `obj` is an owned reference, so it is alive.
+    if unsafe { ffi::Py_REFCNT(obj) } > 1 {
+        // Not the last reference: nothing is freed, nothing recurses.
+        // SAFETY: an owned reference, released with the GIL held.
+        unsafe { ffi::Py_DECREF(obj) };
+        return;
+    }
     let queued = DEFERRED.try_with(|d| {
         if let Some(pending) = d.borrow_mut().as_mut() {
             pending.push(obj);
@@ -522,7 +541,7 @@ pub(crate) fn enter<'py>(py: Python<'py>, core: &Core, id: Id) -> PyResult<Bound
             id,
             span_id,
             trace_id,
-            owner: Arc::clone(&owner),
+            owner,
             flags: AtomicU8::new(flags),
             next: AtomicPtr::new(ptr::null_mut()),
             alias: None,
@@ -532,19 +551,8 @@ pub(crate) fn enter<'py>(py: Python<'py>, core: &Core, id: Id) -> PyResult<Bound
     let entry = match made {
         Ok(entry) => entry,
         Err(e) => {
-            // Undo: what the entry would have held.
-            let undo = Entry {
-                core: core.clone(),
-                id,
-                span_id,
-                trace_id,
-                owner,
-                flags: AtomicU8::new(flags),
-                next: AtomicPtr::new(ptr::null_mut()),
-                alias: None,
-                guard_prev: AtomicPtr::new(ptr::null_mut()),
-            };
-            undo.let_go(flags);
+            // Undo what the entry would have held.
+            let_go(core, id, span_id, flags);
             return Err(e);
         }
     };
@@ -554,7 +562,13 @@ pub(crate) fn enter<'py>(py: Python<'py>, core: &Core, id: Id) -> PyResult<Bound
         entry.get().next.store(below.into_ptr(), Ordering::Relaxed);
     }
     if flags & HELD != 0 {
-        owner.held.0.borrow_mut().push(entry.clone().unbind());
+        entry
+            .get()
+            .owner
+            .held
+            .0
+            .borrow_mut()
+            .push(entry.clone().unbind());
     }
     if let Err(e) = set_top(py, Some(&entry)) {
         exit_entry(py, &entry);

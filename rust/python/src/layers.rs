@@ -207,17 +207,9 @@ impl Layers {
         }
     }
 
-    /// R14: ends span `id` of `core`, if it has not ended: fixes its
-    /// timings, hands it to the sinks and tells layers' `on_end`.
-    pub(crate) fn end(&self, py: Python<'_>, core: &Core, id: Id) {
-        let Some(span) = core.get(id) else { return };
-        if span.ext().end() {
-            self.ended(py, core, id, &span);
-        }
-    }
-
-    /// What follows a span's end: sinks write it, layers' `on_end` see it.
-    fn ended(&self, py: Python<'_>, core: &Core, id: Id, span: &SpanData<SpanExt>) {
+    /// R14: what follows a span's end (its `SpanExt::end`): sinks write
+    /// it, layers' `on_end` see it.
+    pub(crate) fn ended(&self, py: Python<'_>, core: &Core, id: Id, span: &SpanData<SpanExt>) {
         if self.sinks_on.load(Ordering::Acquire) {
             let sinks = Arc::clone(&self.sinks.read().unwrap_or_else(PoisonError::into_inner));
             for sink in sinks.iter() {

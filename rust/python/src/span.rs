@@ -14,7 +14,7 @@ use crate::context::{self, GuardSlot};
 use crate::convert;
 use crate::errors::closed;
 use crate::fastcall::{self, Args, FastMethod};
-use crate::registry::{release, PyRegistry};
+use crate::registry::PyRegistry;
 use crate::span_ref::SpanRef;
 
 /// A handle on a span, owning one reference to it.
@@ -229,10 +229,14 @@ impl Span {
         if let Some(h) = &self.live {
             if !self.closed.swap(true, Ordering::AcqRel) {
                 let core = &h.registry.get().core;
-                if h.creator {
-                    Python::attach(|py| core.hooks().end(py, core, h.id));
+                // One lookup for the end and the release. None: released by
+                // hand too often (R12); the count is already what it should be.
+                if let Some(span) = core.get(h.id) {
+                    if h.creator && span.ext().end() {
+                        Python::attach(|py| core.hooks().ended(py, core, h.id, &span));
+                    }
+                    let _ = span.try_close();
                 }
-                release(core, h.id);
             }
         }
     }
