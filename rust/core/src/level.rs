@@ -46,6 +46,26 @@ impl Level {
             .into_iter()
             .find(|l| l.as_str().eq_ignore_ascii_case(name))
             .or_else(|| name.eq_ignore_ascii_case("warning").then_some(Level::Warn))
+            .or_else(|| {
+                name.eq_ignore_ascii_case("critical")
+                    .then_some(Level::Error)
+            })
+    }
+
+    /// The level of a stdlib `logging` level number (`logging.WARNING` is
+    /// 30): 40 to 50 (`ERROR`, `CRITICAL`) is [`Level::Error`], then 30
+    /// `Warn`, 20 `Info` and 10 `Debug`, custom levels in between rounding
+    /// down; `None` outside 10 to 50 (below 10 are `NOTSET` and this crate's
+    /// own level values).
+    #[must_use]
+    pub fn from_logging(n: i64) -> Option<Level> {
+        match n {
+            40..=50 => Some(Level::Error),
+            30..=39 => Some(Level::Warn),
+            20..=29 => Some(Level::Info),
+            10..=19 => Some(Level::Debug),
+            _ => None,
+        }
     }
 
     /// The upper-case name, as `tracing` prints it.

@@ -76,13 +76,15 @@ pub(crate) fn level(obj: &Bound<'_, PyAny>) -> PyResult<Level> {
         });
     }
     if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
-        return obj
-            .extract::<u8>()
-            .ok()
-            .and_then(Level::from_u8)
+        // 1-5: `Level` values; 10, 20, ... 50: stdlib `logging` levels.
+        let n = obj.extract::<i64>().ok();
+        return n
+            .and_then(|n| u8::try_from(n).ok().and_then(Level::from_u8))
+            .or_else(|| n.and_then(Level::from_logging))
             .ok_or_else(|| {
                 pyo3::exceptions::PyValueError::new_err(format!(
-                    "level {} is out of range: Level values are 1 (ERROR) to 5 (TRACE)",
+                    "level {} is out of range: Level values are 1 (ERROR) to 5 (TRACE), \
+                     stdlib logging levels 10 (DEBUG) to 50 (CRITICAL)",
                     obj.repr().map(|r| r.to_string()).unwrap_or_default()
                 ))
             });

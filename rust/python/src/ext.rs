@@ -232,10 +232,20 @@ impl SpanExt {
         }
     }
 
-    /// The extensions dict, made on first use.
+    /// The extensions dict, made on first use. R15: made before it is
+    /// stored, not inside a once-initializer: the allocation may run a
+    /// finalizer that asks for the same dict (it then makes its own, and the
+    /// first one stored wins).
     pub(crate) fn extensions<'py>(&self, py: Python<'py>) -> Bound<'py, PyDict> {
+        if let Some(dict) = self.extensions.get(py) {
+            return dict.bind(py).clone();
+        }
+        let made = PyDict::new(py).unbind();
+        // `set` fails only if a finalizer stored one meanwhile: use that.
+        let _ = self.extensions.set(py, made);
         self.extensions
-            .get_or_init(py, || PyDict::new(py).unbind())
+            .get(py)
+            .expect("set just now")
             .bind(py)
             .clone()
     }

@@ -12,9 +12,11 @@
 //! counts it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use pykregistry_core::{Config, Hooks, Id, SpanData};
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::{BoundObject, PyTraverseError, PyVisit};
 
@@ -223,7 +225,57 @@ impl Layers {
 
     fn failed(&self, py: Python<'_>, err: PyErr, layer: Option<&Bound<'_, PyAny>>) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        err.write_unraisable(py, layer);
+        if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
+            interrupted(err);
+        } else {
+            err.write_unraisable(py, layer);
+        }
+    }
+}
+
+/// A `KeyboardInterrupt` or `SystemExit` a layer raised, on its way to the
+/// program (R15: never swallowed, not even in a layer).
+static INTERRUPT: Mutex<Option<PyErr>> = Mutex::new(None);
+
+/// Keeps `err` for [`raise_interrupt`], which the API call that ran the
+/// layer calls as it returns; if nothing does (a handle collected by the
+/// garbage collector), the interpreter raises it at its next check for
+/// signals, in the main thread.
+fn interrupted(err: PyErr) {
+    let first = {
+        let mut slot = INTERRUPT.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            Some(err) // one is enough: drop this one outside the lock
+        } else {
+            *slot = Some(err);
+            None
+        }
+    };
+    if first.is_none() {
+        // SAFETY: called with the GIL held; the callback takes no argument.
+        unsafe { ffi::Py_AddPendingCall(Some(raise_pending), std::ptr::null_mut()) };
+    }
+    drop(first);
+}
+
+/// The interrupt a layer raised during the current call, if any.
+pub(crate) fn raise_interrupt() -> PyResult<()> {
+    let err = INTERRUPT
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    err.map_or(Ok(()), Err)
+}
+
+extern "C" fn raise_pending(_arg: *mut std::ffi::c_void) -> std::ffi::c_int {
+    // Pending calls run in the main thread, attached, between bytecodes.
+    match raise_interrupt() {
+        Ok(()) => 0,
+        Err(err) => {
+            // SAFETY: the interpreter runs pending calls with the GIL held.
+            err.restore(unsafe { Python::assume_attached() });
+            -1
+        }
     }
 }
 

@@ -237,6 +237,11 @@ impl PyRegistry {
         self.core.hooks().dispatch(py, Step::NewSpan, || {
             Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
         });
+        if let Err(interrupt) = crate::layers::raise_interrupt() {
+            // Nobody will hold the new span: it closes as it is refused.
+            release(&self.core, id);
+            return Err(interrupt);
+        }
         Ok(Some(id))
     }
 
@@ -286,7 +291,7 @@ impl PyRegistry {
         };
         hooks.write_event(py, &event);
         hooks.dispatch(py, Step::Event, || Ok((Bound::new(py, event)?,)));
-        Ok(())
+        crate::layers::raise_interrupt()
     }
 
     /// A handle on a new span, or the disabled span.
@@ -312,6 +317,13 @@ impl PyRegistry {
         self.core.hooks().dispatch(py, Step::Enter, || {
             Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
         });
+        if let Err(interrupt) = crate::layers::raise_interrupt() {
+            // A failed `__enter__` gets no `__exit__`: undo the entry.
+            if let Some(exited) = context::exit_entry(py, &entry) {
+                exited.finish(py);
+            }
+            return Err(interrupt);
+        }
         Ok(entry)
     }
 
@@ -320,7 +332,7 @@ impl PyRegistry {
         if let Some(exited) = context::exit_id(py, &self.core, id)? {
             self.exited(py, exited);
         }
-        Ok(())
+        crate::layers::raise_interrupt()
     }
 
     /// Tells layers of an exit, then releases what the entry held: they
@@ -352,7 +364,7 @@ impl PyRegistry {
                 Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?, dict))
             });
         }
-        Ok(())
+        crate::layers::raise_interrupt()
     }
 
     pub(crate) fn follows_from_id(&self, py: Python<'_>, id: Id, follows: Id) -> PyResult<()> {
@@ -365,7 +377,7 @@ impl PyRegistry {
                 follows.into_u64(),
             ))
         });
-        Ok(())
+        crate::layers::raise_interrupt()
     }
 }
 
@@ -504,7 +516,9 @@ impl PyRegistry {
 
     fn try_close(&self, id: &Bound<'_, PyAny>) -> PyResult<bool> {
         let id = convert::span_id(id)?;
-        Ok(self.core.try_close(id).map_err(RegistryError)?)
+        let closed = self.core.try_close(id).map_err(RegistryError)?;
+        crate::layers::raise_interrupt()?;
+        Ok(closed)
     }
 
     fn enter(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<()> {

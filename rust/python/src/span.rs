@@ -4,11 +4,10 @@ use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pykregistry_core::{Fields, Id, Value};
-use pyo3::exceptions::PyException;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyType};
+use pyo3::types::{PyBool, PyString, PyType};
 
 use crate::context::{self, GuardSlot};
 use crate::convert;
@@ -204,11 +203,9 @@ impl Span {
     ) -> PyResult<()> {
         let Some(h) = &self.live else { return Ok(()) };
         let registry = h.registry.get();
-        let recorded = if ty.is_none() {
-            Ok(())
-        } else {
-            record_exception(py, registry, h.id, ty, value)
-        };
+        if !ty.is_none() {
+            record_exception(py, registry, h.id, ty, value);
+        }
         let exited = match guard.pop(py) {
             Some(entry) => {
                 if let Some(exited) = context::exit_entry(py, &entry) {
@@ -219,7 +216,7 @@ impl Span {
             // Not entered through this guard (`__exit__` called by hand).
             None => registry.exit_id(py, h.id),
         };
-        recorded.and(exited)
+        exited
     }
 
     /// Releases this handle's reference, once. The handle that made the
@@ -259,23 +256,33 @@ fn record_exception(
     id: Id,
     ty: &Bound<'_, PyAny>,
     value: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let Ok(ty) = ty.cast::<PyType>() else {
-        return Ok(());
-    };
-    if !ty.is_subclass_of::<PyException>()? {
-        return Ok(());
+) {
+    // R15: whatever the exception's class looks like, recording it never
+    // raises: the user's exception leaves the span unchanged.
+    let Ok(ty) = ty.cast::<PyType>() else { return };
+    // SAFETY: both are type objects; no Python code runs (unlike
+    // `issubclass`, which may call a metaclass's `__subclasscheck__`).
+    let is_exception =
+        unsafe { ffi::PyType_IsSubtype(ty.as_type_ptr(), ffi::PyExc_Exception.cast()) } != 0;
+    if !is_exception {
+        return;
     }
-    let module = ty.module()?;
-    let qualname = ty.qualname()?;
-    let type_name = if module.to_str()? == "builtins" {
-        qualname.to_string()
-    } else {
-        format!("{module}.{qualname}")
+    let text = |obj: PyResult<Bound<'_, PyAny>>| {
+        obj.ok()
+            .and_then(|o| o.cast_into::<PyString>().ok())
+            .map(|s| s.to_string_lossy().into_owned())
+    };
+    let qualname = text(ty.getattr(pyo3::intern!(py, "__qualname__")))
+        .or_else(|| text(ty.getattr(pyo3::intern!(py, "__name__"))))
+        .unwrap_or_else(|| "?".to_owned());
+    // `__module__` may be missing, None or anything else: then the name alone.
+    let type_name = match text(ty.getattr(pyo3::intern!(py, "__module__"))) {
+        Some(module) if module != "builtins" => format!("{module}.{qualname}"),
+        _ => qualname,
     };
     let message = value
         .str()
-        .map_or_else(|_| String::new(), |s| s.to_string());
+        .map_or_else(|_| String::new(), |s| s.to_string_lossy().into_owned());
     let fields: Fields = vec![
         ("error".into(), Value::Bool(true)),
         ("exception.type".into(), Value::Str(type_name.into())),
@@ -284,9 +291,10 @@ fn record_exception(
     // The span may have closed meanwhile (its reference released by hand);
     // then there is nothing to record on.
     if registry.core.ref_count(id) > 0 {
-        registry.record_id(py, id, fields)?;
+        if let Err(e) = registry.record_id(py, id, fields) {
+            e.write_unraisable(py, None);
+        }
     }
-    Ok(())
 }
 
 #[pymethods]
@@ -349,8 +357,9 @@ impl Span {
     }
 
     /// Releases this handle's reference. A second call does nothing.
-    fn close(&self) {
+    fn close(&self) -> PyResult<()> {
         self.release();
+        crate::layers::raise_interrupt()
     }
 
     /// A reusable context manager that enters and exits the span.
@@ -377,7 +386,9 @@ impl Span {
     ) -> PyResult<bool> {
         let left = self.leave(py, &self.entries, ty, value);
         self.release();
-        left.map(|()| false)
+        left?;
+        crate::layers::raise_interrupt()?;
+        Ok(false)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -422,10 +433,9 @@ impl Entered {
         value: &Bound<'_, PyAny>,
         _tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
-        self.span
-            .get()
-            .leave(py, &self.entries, ty, value)
-            .map(|()| false)
+        self.span.get().leave(py, &self.entries, ty, value)?;
+        crate::layers::raise_interrupt()?;
+        Ok(false)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

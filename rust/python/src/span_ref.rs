@@ -68,7 +68,11 @@ impl SpanRef {
     /// A copy of the fields, as a dict.
     #[getter]
     fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.with(|s| convert::fields_to_py(py, &s.lock_fields()))?
+        // R15: copied out under the lock, built into a dict after: building
+        // allocates, and a finalizer run by the collector there may record
+        // on this very span.
+        let fields = self.with(|s| s.lock_fields().clone())?;
+        convert::fields_to_py(py, &fields)
     }
 
     #[getter]
