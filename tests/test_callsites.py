@@ -144,9 +144,9 @@ def test_some_declared_fields_may_be_omitted(make: Any) -> None:
 
 def test_non_primitive_field_values_are_stored_as_repr(make: Any) -> None:
     reg = make()
-    cs = reg.callsite("x", fields=("obj",))
-    with cs.span(obj=[1, 2]) as span:
-        assert span.ref.fields == {"obj": "[1, 2]"}
+    cs = reg.callsite("x", fields=("obj", "arr"))
+    with cs.span(obj={"k": 1}, arr=[1, 2]) as span:
+        assert span.ref.fields == {"obj": "{'k': 1}", "arr": [1, 2]}
 
 
 # --- undeclared fields, bad field declarations ------------------------------

@@ -172,7 +172,7 @@ def test_instrument_records_every_kind_of_parameter(reg: Registry, spans: Spans)
         "a": 1,
         "b": "two",
         "c": 3.5,
-        "rest": "(4, 5)",
+        "rest": (4, 5),  # a tuple of ints: an array (R10)
         "d": repr(marker),
         "e": None,
         "extra": "{'z': [1]}",
@@ -181,7 +181,7 @@ def test_instrument_records_every_kind_of_parameter(reg: Registry, spans: Spans)
         "a": 1,
         "b": 2,
         "c": 3,
-        "rest": "()",
+        "rest": (),
         "d": True,
         "e": None,
         "extra": "{}",

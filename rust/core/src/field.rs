@@ -4,10 +4,11 @@ use std::fmt;
 
 /// A recorded field value.
 ///
-/// The bindings map Python's `None`, `bool`, `int`, `float` and `str` onto
-/// these exactly (an `int` outside the 64-bit ranges keeps its decimal digits
-/// in [`Value::BigInt`]); any other Python value is recorded as its `repr()`
-/// in [`Value::Str`].
+/// R10: the bindings map Python's `None`, `bool`, `int` (any size), `float`
+/// and `str` (any, lone surrogates included) onto these exactly, and lists
+/// and tuples whose items are all scalars of one of those types onto
+/// [`Value::Array`]; any other Python value is recorded as its `repr()` in
+/// [`Value::Str`] (or, if that raises, a placeholder naming its type).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     /// No value (Python `None`).
@@ -18,12 +19,26 @@ pub enum Value {
     I64(i64),
     /// An unsigned integer above `i64::MAX`.
     U64(u64),
-    /// An integer outside both 64-bit ranges, as its decimal digits.
+    /// An integer outside both 64-bit ranges: its decimal digits, or, past
+    /// what Python converts to decimal (4,300 digits by default), `0x` and
+    /// its hexadecimal digits (after the `-` of a negative number).
     BigInt(Box<str>),
     /// A float.
     F64(f64),
     /// A string.
     Str(Box<str>),
+    /// A string holding lone surrogates (as `os.fsdecode` makes of bytes
+    /// that do not decode), which Rust strings cannot hold: its UTF-8 with
+    /// each surrogate encoded as if it were a character (Python's
+    /// `"surrogatepass"`).
+    Surrogates(Box<[u8]>),
+    /// A list (`tuple: false`) or tuple of scalars of one type.
+    Array {
+        /// Whether it was a tuple.
+        tuple: bool,
+        /// The items, each a scalar of the same variant.
+        items: Box<[Value]>,
+    },
 }
 
 impl fmt::Display for Value {
@@ -35,6 +50,17 @@ impl fmt::Display for Value {
             Value::U64(n) => write!(f, "{n}"),
             Value::BigInt(s) | Value::Str(s) => f.write_str(s),
             Value::F64(x) => write!(f, "{x}"),
+            Value::Surrogates(bytes) => f.write_str(&String::from_utf8_lossy(bytes)),
+            Value::Array { items, .. } => {
+                f.write_str("[")?;
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{item}")?;
+                }
+                f.write_str("]")
+            }
         }
     }
 }

@@ -4,7 +4,7 @@ use pykregistry_core::{Fields, Id, Level, Parent, Value};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::errors::{InvalidSpanIdError, SpanNotFoundError};
 use crate::span::Span;
@@ -214,36 +214,120 @@ pub(crate) fn span_of(obj: &Bound<'_, PyAny>, registry: usize) -> PyResult<SpanA
     }
 }
 
-/// A field value: `None`, `bool`, `int`, `float` and `str` exactly, anything
-/// else as its `repr()`.
-pub(crate) fn value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-    if obj.is_none() {
-        Ok(Value::None)
-    } else if let Ok(b) = obj.cast::<PyBool>() {
-        Ok(Value::Bool(b.is_true()))
-    } else if obj.is_instance_of::<PyInt>() {
-        if let Ok(n) = obj.extract::<i64>() {
-            Ok(Value::I64(n))
-        } else if let Ok(n) = obj.extract::<u64>() {
-            Ok(Value::U64(n))
-        } else {
-            // An int subclass may override __str__; int.__repr__ gives digits.
-            let digits = py_int_digits(obj)?;
-            Ok(Value::BigInt(digits.into()))
+/// R10: a field value. `None`, `bool`, `int` (any size), `float` and `str`
+/// (lone surrogates included) exactly; a list or tuple of scalars of one of
+/// those types as an array; anything else as its `repr()`, or, if that
+/// raises, a placeholder naming its type. Never raises (R15: data never
+/// raises).
+pub(crate) fn value(obj: &Bound<'_, PyAny>) -> Value {
+    if let Some(v) = scalar(obj) {
+        return v;
+    }
+    let tuple = obj.is_exact_instance_of::<PyTuple>();
+    if tuple || obj.is_exact_instance_of::<PyList>() {
+        if let Some(array) = array(obj, tuple) {
+            return array;
         }
-    } else if obj.is_instance_of::<PyFloat>() {
-        Ok(Value::F64(obj.extract::<f64>()?))
-    } else if let Ok(s) = obj.cast::<PyString>() {
-        Ok(Value::Str(s.to_str()?.into()))
-    } else {
-        Ok(Value::Str(obj.repr()?.to_str()?.into()))
+    }
+    match obj.repr() {
+        Ok(text) => string(&text),
+        Err(_) => Value::Str(format!("<unrepresentable {}>", type_name(obj)).into()),
     }
 }
 
-fn py_int_digits(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+/// A scalar value, or `None` if `obj` is not one.
+fn scalar(obj: &Bound<'_, PyAny>) -> Option<Value> {
+    if obj.is_none() {
+        Some(Value::None)
+    } else if let Ok(b) = obj.cast::<PyBool>() {
+        Some(Value::Bool(b.is_true()))
+    } else if obj.is_instance_of::<PyInt>() {
+        Some(if let Ok(n) = obj.extract::<i64>() {
+            Value::I64(n)
+        } else if let Ok(n) = obj.extract::<u64>() {
+            Value::U64(n)
+        } else {
+            Value::BigInt(big_int(obj).into())
+        })
+    } else if let Ok(x) = obj.cast::<PyFloat>() {
+        Some(Value::F64(x.value()))
+    } else if let Ok(s) = obj.cast::<PyString>() {
+        Some(string(s))
+    } else {
+        None
+    }
+}
+
+/// A string's value: text, or its surrogates kept (see `Value::Surrogates`).
+fn string(s: &Bound<'_, PyString>) -> Value {
+    if let Ok(text) = s.to_str() {
+        return Value::Str(text.into());
+    }
+    let py = s.py();
+    // SAFETY: `s` is a str; the result is a new reference or NULL with an
+    // exception set (which `from_owned_ptr_or_err` takes).
+    let bytes = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PyUnicode_AsEncodedString(
+                s.as_ptr(),
+                c"utf-8".as_ptr(),
+                c"surrogatepass".as_ptr(),
+            ),
+        )
+    };
+    match bytes.ok().and_then(|b| b.cast_into::<PyBytes>().ok()) {
+        Some(b) => Value::Surrogates(b.as_bytes().into()),
+        None => Value::Str(s.to_string_lossy().into()),
+    }
+}
+
+/// An int's digits: decimal, or past Python's limit on decimal conversion
+/// (`sys.set_int_max_str_digits`), `0x` and hexadecimal, which has none.
+fn big_int(obj: &Bound<'_, PyAny>) -> String {
     let py = obj.py();
-    let int_repr = py.get_type::<PyInt>().getattr("__repr__")?;
-    int_repr.call1((obj,))?.extract()
+    let int = py.get_type::<PyInt>();
+    if let Ok(digits) = int
+        .getattr(pyo3::intern!(py, "__repr__"))
+        .and_then(|r| r.call1((obj,)))
+        .and_then(|d| d.extract::<String>())
+    {
+        return digits;
+    }
+    let hex = int
+        .getattr(pyo3::intern!(py, "__format__"))
+        .and_then(|f| f.call1((obj, "x")))
+        .and_then(|d| d.extract::<String>())
+        .unwrap_or_default();
+    match hex.strip_prefix('-') {
+        Some(magnitude) => format!("-0x{magnitude}"),
+        None => format!("0x{hex}"),
+    }
+}
+
+/// A list or tuple as an array, if its items are scalars of one type.
+fn array(obj: &Bound<'_, PyAny>, tuple: bool) -> Option<Value> {
+    let items: Vec<Value> = obj
+        .try_iter()
+        .ok()?
+        .map(|item| item.ok().and_then(|i| scalar(&i)))
+        .collect::<Option<_>>()?;
+    let kind = |v: &Value| match v {
+        Value::None => 0,
+        Value::Bool(_) => 1,
+        Value::I64(_) | Value::U64(_) | Value::BigInt(_) => 2,
+        Value::F64(_) => 3,
+        Value::Str(_) | Value::Surrogates(_) => 4,
+        Value::Array { .. } => 5,
+    };
+    let first = items.first().map(kind);
+    if items.iter().any(|v| Some(kind(v)) != first) || first == Some(0) {
+        return None;
+    }
+    Some(Value::Array {
+        tuple,
+        items: items.into(),
+    })
 }
 
 /// A field value back in Python.
@@ -253,9 +337,38 @@ pub(crate) fn value_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound
         Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
         Value::I64(n) => n.into_pyobject(py)?.into_any(),
         Value::U64(n) => n.into_pyobject(py)?.into_any(),
-        Value::BigInt(s) => py.get_type::<PyInt>().call1((&**s,))?,
+        // Base 0 reads the `0x` form too (hexadecimal has no length limit).
+        Value::BigInt(s) => py.get_type::<PyInt>().call1((&**s, 0))?,
         Value::F64(x) => PyFloat::new(py, *x).into_any(),
         Value::Str(s) => PyString::new(py, s).into_any(),
+        Value::Surrogates(bytes) => {
+            // Allocations never exceed `isize::MAX` bytes.
+            let len = pyo3::ffi::Py_ssize_t::try_from(bytes.len())
+                .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("string too long"))?;
+            // SAFETY: a pointer and length of live bytes; the result is a new
+            // reference or NULL with an exception set.
+            unsafe {
+                Bound::from_owned_ptr_or_err(
+                    py,
+                    pyo3::ffi::PyUnicode_DecodeUTF8(
+                        bytes.as_ptr().cast(),
+                        len,
+                        c"surrogatepass".as_ptr(),
+                    ),
+                )?
+            }
+        }
+        Value::Array { tuple, items } => {
+            let items = items
+                .iter()
+                .map(|v| value_to_py(py, v))
+                .collect::<PyResult<Vec<_>>>()?;
+            if *tuple {
+                PyTuple::new(py, items)?.into_any()
+            } else {
+                PyList::new(py, items)?.into_any()
+            }
+        }
     })
 }
 
@@ -278,7 +391,7 @@ pub(crate) fn fields_from_items<'py>(
             let name = k.cast::<PyString>().map_err(|_| {
                 PyTypeError::new_err(format!("field names are str, not {}", type_name(&k)))
             })?;
-            Ok((name.to_str()?.into(), value(&v)?))
+            Ok((name.to_str()?.into(), value(&v)))
         })
         .collect()
 }

@@ -261,8 +261,10 @@ fn push_level(line: &mut Vec<u8>, level: Level) {
     line.push(b'"');
 }
 
-/// Field values as JSON: integers of any size as numbers, floats that JSON
-/// cannot write (NaN, infinities) as `null`.
+/// Field values as JSON: integers of any size as numbers (those written in
+/// hexadecimal, past Python's decimal limit, as `"0x..."` strings), floats
+/// that JSON cannot write (NaN, infinities) as `null`, lone surrogates as
+/// `\uXXXX` escapes, arrays as arrays.
 fn push_fields(line: &mut Vec<u8>, fields: &Fields) {
     line.push(b'{');
     for (i, (name, value)) in fields.iter().enumerate() {
@@ -271,21 +273,72 @@ fn push_fields(line: &mut Vec<u8>, fields: &Fields) {
         }
         push_str(line, name);
         line.push(b':');
-        match value {
-            Value::None => line.extend_from_slice(b"null"),
-            Value::Bool(b) => line.extend_from_slice(if *b { b"true" } else { b"false" }),
-            Value::I64(n) => {
-                let _ = write!(line, "{n}");
-            }
-            Value::U64(n) => push_u64(line, *n),
-            Value::BigInt(digits) => line.extend_from_slice(digits.as_bytes()),
-            Value::F64(x) => {
-                let _ = serde_json::to_writer(&mut *line, x);
-            }
-            Value::Str(s) => push_str(line, s),
-        }
+        push_value(line, value);
     }
     line.push(b'}');
+}
+
+fn push_value(line: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::None => line.extend_from_slice(b"null"),
+        Value::Bool(b) => line.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::I64(n) => {
+            let _ = write!(line, "{n}");
+        }
+        Value::U64(n) => push_u64(line, *n),
+        Value::BigInt(digits) if digits.contains('x') => push_str(line, digits),
+        Value::BigInt(digits) => line.extend_from_slice(digits.as_bytes()),
+        Value::F64(x) => {
+            let _ = serde_json::to_writer(&mut *line, x);
+        }
+        Value::Str(s) => push_str(line, s),
+        Value::Surrogates(bytes) => push_surrogates(line, bytes),
+        Value::Array { items, .. } => {
+            line.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    line.push(b',');
+                }
+                push_value(line, item);
+            }
+            line.push(b']');
+        }
+    }
+}
+
+/// A string with lone surrogates (UTF-8 with surrogates encoded as if they
+/// were characters) as a JSON string, each surrogate as a `\uXXXX` escape.
+fn push_surrogates(line: &mut Vec<u8>, mut bytes: &[u8]) {
+    // Each valid stretch escaped as JSON (less its quotes), each surrogate
+    // (three bytes ED xx xx) as its escape.
+    let push_text = |line: &mut Vec<u8>, text: &str| {
+        let quoted = serde_json::to_string(text).unwrap_or_default();
+        line.extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
+    };
+    line.push(b'"');
+    while !bytes.is_empty() {
+        match std::str::from_utf8(bytes) {
+            Ok(rest) => {
+                push_text(line, rest);
+                break;
+            }
+            Err(e) => {
+                let (valid, rest) = bytes.split_at(e.valid_up_to());
+                push_text(line, std::str::from_utf8(valid).unwrap_or_default());
+                if let [a @ 0xED, b, c, ..] = *rest {
+                    let cp = (u32::from(a & 0x0F) << 12)
+                        | (u32::from(b & 0x3F) << 6)
+                        | u32::from(c & 0x3F);
+                    let _ = write!(line, "\\u{cp:04x}");
+                    bytes = &rest[3..];
+                } else {
+                    line.extend_from_slice("\\ufffd".as_bytes());
+                    bytes = &rest[1..];
+                }
+            }
+        }
+    }
+    line.push(b'"');
 }
 
 /// Flushes every open sink: registered with `atexit`, and to run before
