@@ -34,6 +34,7 @@ from pykregistry.exceptions import (
     RegistryError,
     SpanClosedError,
     SpanNotFoundError,
+    SpanUsageWarning,
 )
 from pykregistry.instrumentation import instrument
 from pykregistry.level import Level
@@ -72,6 +73,7 @@ __all__ = [
     "SpanClosedError",
     "SpanNotFoundError",
     "SpanRef",
+    "SpanUsageWarning",
     "__version__",
     "current",
     "debug",

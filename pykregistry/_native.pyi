@@ -71,6 +71,7 @@ class Registry:
         level: _LevelLike | None = None,
         filter: str | None = None,
         layers: Iterable[object] | None = None,
+        strict: bool = False,
     ) -> Self:
         """A new, empty registry.
 
@@ -80,7 +81,17 @@ class Registry:
         default. Without either, everything is enabled. ``layers`` are
         called, in order, for every lifecycle step. A malformed filter
         raises ``ValueError``.
+
+        ``strict``: the ergonomic API (``span``, ``Span`` handles, call
+        sites, ``@instrument``, the shortcuts) raises a
+        :class:`RegistryError` for timing mistakes, a handle used after its
+        block ended or a parent that closed, instead of warning with
+        :class:`SpanUsageWarning` and going on (SPEC R15). Tests want it.
         """
+
+    @property
+    def strict(self) -> bool:
+        """Whether the ergonomic API raises for timing mistakes."""
 
     def enabled(self, level: _LevelLike, target: str = "") -> bool:
         """Whether the filter enables ``level`` for ``target`` (span

@@ -14,6 +14,7 @@ __all__ = [
     "RegistryError",
     "SpanClosedError",
     "SpanNotFoundError",
+    "SpanUsageWarning",
 ]
 
 
@@ -42,3 +43,17 @@ class InvalidSpanIdError(RegistryError, ValueError):
 class CapacityError(RegistryError, RuntimeError):
     """The registry ran out of capacity: every slab slot is in use, or more
     threads are alive than the slab has shards for. Nothing was created."""
+
+
+class SpanUsageWarning(UserWarning):
+    """A span was used after the code that made it was done with it: a
+    handle recorded on, entered, cloned or read after its block ended or
+    its ``close()``, or a span named as a parent after it closed.
+
+    SPEC R15: the ergonomic API never raises into the application for such
+    reasons of timing. It warns with this category through
+    :func:`warnings.warn` (so Python's default filter shows it once per call
+    site), does what it still can (a child of a closed parent becomes a root
+    of a new trace; a record on an ended handle is dropped) and goes on.
+    ``Registry(strict=True)`` and the testing fixtures raise the matching
+    :class:`RegistryError` instead."""

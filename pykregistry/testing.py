@@ -894,9 +894,10 @@ class SpanLifecycleMachine(RuleBasedStateMachine):
         self.n_contexts = 0
 
     def make_registry(self) -> Registry:
-        """The registry under test, made once per run. By default a new
-        one, with a :class:`LiveSpans` layer for leak reports."""
-        return Registry(layers=[LiveSpans()])
+        """The registry under test, made once per run. By default a new,
+        strict one (timing mistakes raise, SPEC R15), with a
+        :class:`LiveSpans` layer for leak reports."""
+        return Registry(layers=[LiveSpans()], strict=True)
 
     # --- for subclasses ---
 
@@ -1476,8 +1477,10 @@ else:
         """A fresh :class:`~pykregistry.Registry` with a :class:`LiveSpans`
         layer; a test that passes but leaves spans live fails at teardown
         with :func:`leak_report`. Enable it with ``pytest_plugins =
-        ["pykregistry.testing"]`` in your root ``conftest.py``."""
-        registry = Registry(layers=[LiveSpans()])
+        ["pykregistry.testing"]`` in your root ``conftest.py``. It is
+        strict: a handle used after its block ended, or a closed parent,
+        raises instead of warning (SPEC R15)."""
+        registry = Registry(layers=[LiveSpans()], strict=True)
         yield registry
         # Without the plugin's hook (the fixture imported by hand), check anyway.
         if request.node.stash.get(_PASSED, True):

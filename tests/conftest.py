@@ -68,6 +68,8 @@ def make() -> Iterator[Any]:
     made: list[pykregistry.Registry] = []
 
     def build(**kwargs: Any) -> pykregistry.Registry:
+        # Strict, as the testing fixtures are: timing mistakes raise (R15).
+        kwargs.setdefault("strict", True)
         registry = pykregistry.Registry(**kwargs)
         made.append(registry)
         return registry
@@ -80,7 +82,8 @@ def make() -> Iterator[Any]:
 
 @pytest.fixture
 def reg(request: pytest.FixtureRequest) -> Iterator[pykregistry.Registry]:
-    registry = pykregistry.Registry()
+    """A strict registry (timing mistakes raise, R15), checked for leaks."""
+    registry = pykregistry.Registry(strict=True)
     yield registry
     if request.node.stash.get(_PASSED, False):
         gc.collect()

@@ -13,8 +13,10 @@ import asyncio
 import contextvars
 import gc
 import os
+import random
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pykregistry
+import pykregistry.testing
 from pykregistry import Registry
 
 # === the four ways a copied context kept a span alive ===
@@ -397,3 +400,41 @@ def test_r15_finalizers_cannot_corrupt_the_context_under_our_set() -> None:
         check=False,
     )
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-3000:]
+
+
+def test_r6_collection_on_another_thread_does_not_hide_this_threads_spans() -> None:
+    """Only the thread running a collection leaves the stack's variable
+    alone (see `set_top`): a collection on one thread, whose finalizer lets
+    the GIL go, must not hide another thread's entries (their children then
+    lost their contextual parent)."""
+    reg = Registry(layers=[pykregistry.testing.LiveSpans()])
+    bad: list[int] = []
+    start = threading.Barrier(3)
+
+    def work(seed: int) -> None:
+        rnd = random.Random(seed)
+        start.wait()
+        for _ in range(300):
+            handle = reg.span("garbage")
+            cycle: list[Any] = [handle]
+            cycle.append(cycle)
+            del handle
+            pad = [[] for _ in range(rnd.randrange(8))]
+            del cycle, pad
+            with reg.span("outer") as outer, reg.span("inner") as inner:
+                if reg.get(inner.id).parent_id != outer.id:
+                    bad.append(inner.id)
+
+    old = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        gc.set_threshold(*old)
+    gc.collect()
+    assert bad == []
+    assert len(reg) == 0

@@ -44,10 +44,10 @@
 //! GIL, and the per-owner list ([`GilCell`]) is only touched in short
 //! sections that run no Python code and drop no Python object.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 
 use pykregistry_core::{Id, Op, TraceParent};
@@ -192,7 +192,7 @@ fn top(py: Python<'_>) -> PyResult<Option<Bound<'_, Entry>>> {
 /// view is left as it is: entries' flags, not the view, decide what counts
 /// and what is current, and the next enter or exit there trims the view.
 fn set_top(py: Python<'_>, top: Option<&Bound<'_, Entry>>) -> PyResult<()> {
-    if COLLECTING.load(Ordering::Relaxed) > 0 {
+    if COLLECTING.try_with(Cell::get).unwrap_or(0) > 0 {
         return Ok(());
     }
     let var = var(py)?;
@@ -212,22 +212,22 @@ fn set_top(py: Python<'_>, top: Option<&Bound<'_, Entry>>) -> PyResult<()> {
     Ok(())
 }
 
-/// Garbage collections in progress (see [`set_top`]).
-static COLLECTING: AtomicU32 = AtomicU32::new(0);
+thread_local! {
+    /// Garbage collections in progress on this thread (see [`set_top`]).
+    /// Per thread: the collector runs finalizers on the thread that started
+    /// it, and other threads (which may run meanwhile, when a finalizer
+    /// lets the GIL go) set their own contexts' variables safely.
+    static COLLECTING: Cell<u32> = const { Cell::new(0) };
+}
 
-/// `gc.callbacks` entry: counts collections in progress.
+/// `gc.callbacks` entry: counts this thread's collections in progress.
 #[pyfunction]
 pub(crate) fn _gc_phase(phase: &str, _info: &Bound<'_, PyAny>) {
-    match phase {
-        "start" => {
-            COLLECTING.fetch_add(1, Ordering::Relaxed);
-        }
-        "stop" => {
-            let _ =
-                COLLECTING.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        }
+    let _ = COLLECTING.try_with(|n| match phase {
+        "start" => n.set(n.get() + 1),
+        "stop" => n.set(n.get().saturating_sub(1)),
         _ => {}
-    }
+    });
 }
 
 /// The calling context's address; 0 if the thread has none yet.

@@ -8,6 +8,7 @@ pyo3::import_exception!(pykregistry.exceptions, SpanNotFoundError);
 pyo3::import_exception!(pykregistry.exceptions, SpanClosedError);
 pyo3::import_exception!(pykregistry.exceptions, InvalidSpanIdError);
 pyo3::import_exception!(pykregistry.exceptions, CapacityError);
+pyo3::import_exception!(pykregistry.exceptions, SpanUsageWarning);
 
 /// A core error on its way to Python: `?` turns it into the matching
 /// `pykregistry.exceptions` class.
@@ -38,4 +39,27 @@ pub(crate) fn closed(id: u64, what: &str) -> PyErr {
     SpanClosedError::new_err(format!(
         "span {id} has closed: {what} (a SpanRef is a view; copy what you need while the span is live, e.g. in on_close)"
     ))
+}
+
+/// The error for using a `Span` handle after it was released.
+pub(crate) fn handle_closed(id: u64, what: &str) -> PyErr {
+    SpanClosedError::new_err(format!(
+        "span {id}'s handle was closed (its `with` block ended, or close() was called): {what}"
+    ))
+}
+
+/// R15: the ergonomic API's answer to a timing mistake: `err` itself on a
+/// strict registry, else `Ok(())` after warning with `SpanUsageWarning`
+/// (which the warning filters may turn into an error again).
+pub(crate) fn misuse(py: Python<'_>, strict: bool, err: PyErr) -> PyResult<()> {
+    if strict {
+        return Err(err);
+    }
+    let message = err.value(py).str()?;
+    PyErr::warn(
+        py,
+        &py.get_type::<SpanUsageWarning>(),
+        &std::ffi::CString::new(message.to_string_lossy().replace('\0', "?")).unwrap_or_default(),
+        1,
+    )
 }

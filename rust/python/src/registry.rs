@@ -28,6 +28,9 @@ pub(crate) struct PyRegistry {
     pub(crate) core: Core,
     /// `None`: everything is enabled.
     pub(crate) filter: Option<Filter>,
+    /// R15: whether the ergonomic API raises for timing mistakes (a closed
+    /// handle or parent) instead of warning.
+    pub(crate) strict: bool,
 }
 
 /// Field arguments as given: `(name, value)` pairs, converted only once a
@@ -186,12 +189,15 @@ impl PyRegistry {
     /// created). The integer-ID API creates unfiltered: it is the
     /// `tracing-core`-shaped layer under the filters, as `Subscriber::new_span`
     /// is only called once a call site is enabled; its callers ask `enabled()`.
+    /// `ergonomic`: a closed explicit parent warns and makes a root (R15)
+    /// instead of raising, as the integer-ID API does.
     fn create(
         &self,
         py: Python<'_>,
         name: &Bound<'_, PyString>,
         args: SpanArgs<'_>,
         filtered: bool,
+        ergonomic: bool,
     ) -> PyResult<Option<Id>> {
         // The cheapest refusal first, on the level alone: no caller lookup,
         // no field conversion, no parent lookup, no context read.
@@ -209,11 +215,27 @@ impl PyRegistry {
         }
         let fields = convert::fields_from_items(args.fields)?;
         let mut trace_parent = None;
-        let parent = convert::parent(args.parent.as_ref(), self.core.uid(), || {
+        let mut parent = convert::parent(args.parent.as_ref(), self.core.uid(), || {
             let current = context::current(py, &self.core)?;
             trace_parent = current.trace;
             Ok(current.id)
         })?;
+        if let Parent::Explicit(p) = parent {
+            // R15: the ergonomic API makes a child of a parent that closed a
+            // root of a new trace, with a warning (or raises, if strict).
+            if ergonomic && self.core.ref_count(p) == 0 {
+                crate::errors::misuse(
+                    py,
+                    self.strict,
+                    RegistryError(pykregistry_core::Error::NotLive {
+                        id: p.into_u64(),
+                        op: Op::Parent,
+                    })
+                    .into(),
+                )?;
+                parent = Parent::Root;
+            }
+        }
         let name = name.to_str()?;
         let (enabled, scope) =
             self.admit(args.level, target, parent_id(parent), Some((name, &fields)));
@@ -301,7 +323,7 @@ impl PyRegistry {
         args: SpanArgs<'py>,
         filtered: bool,
     ) -> PyResult<Bound<'py, Span>> {
-        match slf.get().create(slf.py(), name, args, filtered)? {
+        match slf.get().create(slf.py(), name, args, filtered, true)? {
             Some(id) => Bound::new(slf.py(), Span::new(slf.clone().unbind(), id, true)),
             None => Span::disabled_span(slf.py()),
         }
@@ -384,11 +406,12 @@ impl PyRegistry {
 #[pymethods]
 impl PyRegistry {
     #[new]
-    #[pyo3(signature = (*, level = None, filter = None, layers = None))]
+    #[pyo3(signature = (*, level = None, filter = None, layers = None, strict = false))]
     fn new(
         level: Option<&Bound<'_, PyAny>>,
         filter: Option<&str>,
         layers: Option<&Bound<'_, PyAny>>,
+        strict: bool,
     ) -> PyResult<Self> {
         let level = level.map(|l| -> PyResult<Option<Level>> {
             if let Ok(s) = l.cast::<PyString>() {
@@ -410,6 +433,7 @@ impl PyRegistry {
         let registry = PyRegistry {
             core: Core::with_hooks(Layers::default()),
             filter,
+            strict,
         };
         if let Some(layers) = layers {
             for layer in layers.try_iter()? {
@@ -505,7 +529,7 @@ impl PyRegistry {
             _ => None,
         };
         let args = SpanArgs::new(target, level, parent, fields)?;
-        let id = self.create(py, name, args, false)?;
+        let id = self.create(py, name, args, false, false)?;
         Ok(id.expect("unfiltered creation always creates").into_u64())
     }
 
@@ -560,6 +584,13 @@ impl PyRegistry {
         let id = convert::span_id(id)?;
         let follows = convert::span_id(follows)?;
         self.follows_from_id(py, id, follows)
+    }
+
+    /// Whether the ergonomic API raises for timing mistakes (see
+    /// `SpanUsageWarning`).
+    #[getter]
+    fn strict(&self) -> bool {
+        self.strict
     }
 
     fn __repr__(&self) -> String {

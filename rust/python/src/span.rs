@@ -11,7 +11,7 @@ use pyo3::types::{PyBool, PyString, PyType};
 
 use crate::context::{self, GuardSlot};
 use crate::convert;
-use crate::errors::closed;
+use crate::errors::{handle_closed, misuse};
 use crate::fastcall::{self, Args, FastMethod};
 use crate::registry::PyRegistry;
 use crate::span_ref::SpanRef;
@@ -169,21 +169,24 @@ impl Span {
         self.live.as_ref().map(|h| h.registry.get().core.uid())
     }
 
-    /// The live handle, or `SpanClosedError` once released. `None` when
-    /// disabled (every operation is then a no-op).
-    fn open(&self, what: &str) -> PyResult<Option<(&PyRegistry, Id)>> {
+    /// The live handle; `None` when disabled (every operation is then a
+    /// no-op). Once released (R15): `SpanClosedError` on a strict registry,
+    /// else a `SpanUsageWarning`, and `None`: the operation is dropped.
+    fn open(&self, py: Python<'_>, what: &str) -> PyResult<Option<(&PyRegistry, Id)>> {
         let Some(h) = &self.live else { return Ok(None) };
+        let registry = h.registry.get();
         if self.closed.load(Ordering::Acquire) {
-            Err(closed(h.id.into_u64(), what))
+            misuse(py, registry.strict, handle_closed(h.id.into_u64(), what))?;
+            Ok(None)
         } else {
-            Ok(Some((h.registry.get(), h.id)))
+            Ok(Some((registry, h.id)))
         }
     }
 
     /// `__enter__`'s work: enter the span in the calling context, and
     /// remember the entry in `guard` for the matching `leave`.
     fn enter(&self, py: Python<'_>, guard: &GuardSlot) -> PyResult<()> {
-        match self.open("cannot enter through a closed handle")? {
+        match self.open(py, "cannot enter through it")? {
             Some((registry, id)) => {
                 guard.push(registry.enter_id(py, id)?);
                 Ok(())
@@ -320,14 +323,14 @@ impl Span {
     /// A read-only view of the span; `None` when disabled.
     #[getter]
     #[pyo3(name = "ref")]
-    fn view(&self) -> PyResult<Option<SpanRef>> {
+    fn view(&self, py: Python<'_>) -> PyResult<Option<SpanRef>> {
         Ok(self
-            .open("the handle was closed")?
+            .open(py, "it can no longer give a view")?
             .map(|(registry, id)| SpanRef::new(registry.core.clone(), id)))
     }
 
     fn follows_from(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        let Some((registry, id)) = self.open("cannot add follows_from to a closed handle")? else {
+        let Some((registry, id)) = self.open(py, "follows_from() on it is dropped")? else {
             return Ok(());
         };
         let other = match convert::span_of(other, registry.core.uid())? {
@@ -342,8 +345,8 @@ impl Span {
     /// A second handle on the same span (+1).
     fn clone(slf: &Bound<'_, Self>) -> PyResult<Py<Span>> {
         let span = slf.get();
-        let Some((registry, id)) = span.open("cannot clone a closed handle")? else {
-            return Ok(slf.clone().unbind());
+        let Some((registry, id)) = span.open(slf.py(), "clone() gives the disabled span")? else {
+            return Ok(Span::disabled_span(slf.py())?.unbind());
         };
         registry
             .core
@@ -364,7 +367,7 @@ impl Span {
 
     /// A reusable context manager that enters and exits the span.
     fn entered(slf: &Bound<'_, Self>) -> PyResult<Entered> {
-        slf.get().open("cannot enter through a closed handle")?;
+        slf.get().open(slf.py(), "cannot enter through it")?;
         Ok(Entered {
             span: slf.clone().unbind(),
             entries: GuardSlot::default(),
@@ -468,7 +471,11 @@ Records (adds or replaces) fields on the span: `record(\"key\", value)` or
                 positional.len()
             )));
         }
-        let Some((registry, id)) = span.open("cannot record on a closed handle")? else {
+        let Some((registry, id)) = span.open(
+            py,
+            "record() on it is dropped (record before the block ends, or on a clone())",
+        )?
+        else {
             return Ok(py.None().into_bound(py));
         };
         let mut positional = positional.map(Borrowed::to_owned);
