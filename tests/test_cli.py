@@ -95,3 +95,31 @@ def test_cli_runs_as_a_module() -> None:
     assert done.returncode == 0, done.stderr
     assert "demo" in done.stdout
     assert "bench" in done.stdout
+
+
+@pytest.mark.parametrize("where", ["missing dir", "a directory"])
+def test_cli_demo_says_which_trace_file_it_cannot_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """``demo --jsonl PATH`` that cannot be opened: one line on stderr with
+    the path and the system's reason, status 1, no traceback, no demo."""
+    path = tmp_path / "no" / "such" / "x.jsonl" if where == "missing dir" else tmp_path
+    reason = "No such file or directory" if where == "missing dir" else "Is a directory"
+    assert main(["demo", "--jsonl", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"pykregistry: cannot write {path}: {reason}\n"
+
+
+def test_cli_cannot_write_runs_as_a_module_without_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "no" / "x.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "pykregistry", "demo", "--jsonl", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == f"pykregistry: cannot write {path}: No such file or directory\n"
