@@ -205,5 +205,24 @@ def _can_encode(text: str) -> bool:
     return True
 
 
+def _run_from_command_line() -> int:
+    """``python -m pykregistry``: :func:`main`, stopping quietly when the
+    reader of standard output goes away (``python -m pykregistry demo |
+    head``)."""
+    try:
+        status = main()
+        # Flush here, so that a reader that went away is noticed inside the
+        # try rather than in the interpreter's own flush at exit.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # As the signal module's docs recommend for SIGPIPE: point stdout at
+        # devnull, so that the flush at exit cannot fail again, and exit 1
+        # (what Python itself exits with on EPIPE), with no traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_run_from_command_line())

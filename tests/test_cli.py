@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -95,6 +96,55 @@ def test_cli_runs_as_a_module() -> None:
     assert done.returncode == 0, done.stderr
     assert "demo" in done.stdout
     assert "bench" in done.stdout
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_cli_stops_quietly_when_its_reader_has_gone(buffered: bool) -> None:
+    """``python -m pykregistry demo | head``: a reader that closed the pipe
+    early gives exit status 1 and nothing on stderr (no BrokenPipeError
+    traceback, no "Exception ignored" at exit), whether stdout is buffered
+    (the error comes at the final flush) or not (at the first print)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pykregistry", "demo"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 1
+
+
+def test_cli_reader_that_reads_one_line_then_closes() -> None:
+    """The same through a reader that takes one line and closes the pipe:
+    whether the demo still writes after that is a race, so it may end 0 or
+    1, but never with a traceback."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "pykregistry", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read()
+        status = proc.wait(timeout=60)
+    assert first.startswith(b"pykregistry demo: ")
+    assert err == b""
+    assert status in (0, 1)
 
 
 @pytest.mark.parametrize("where", ["missing dir", "a directory"])
