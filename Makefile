@@ -53,9 +53,11 @@ lint-ruff-format: install
 lint-mypy: install
 	$(PYTHON) -m mypy
 
-# The hand-written stubs against the compiled module.
+# The whole package as type checkers see it (the hand-written stubs of the
+# compiled module, the Python modules' own annotations) against what is there
+# at run time.
 lint-stubtest: install
-	$(PYTHON) -m mypy.stubtest pykregistry._native
+	$(PYTHON) -m mypy.stubtest pykregistry
 
 # Editable, like `install`: a plain `pip install .` would leave the checkout's
 # pykregistry/ (first on sys.path under `python -m`) without its native module.

@@ -16,6 +16,7 @@ spans deterministically; and layers that see every step.
 from __future__ import annotations
 
 import os
+import warnings
 
 from pykregistry._native import (
     CURRENT,
@@ -30,6 +31,7 @@ from pykregistry._native import (
 )
 from pykregistry.exceptions import (
     CapacityError,
+    ConfigurationWarning,
     InvalidSpanIdError,
     RegistryError,
     SpanClosedError,
@@ -62,6 +64,7 @@ __all__ = [
     "GENERATIONS",
     "Callsite",
     "CapacityError",
+    "ConfigurationWarning",
     "Entered",
     "Event",
     "InvalidSpanIdError",
@@ -93,7 +96,24 @@ __all__ = [
     "warn_span",
 ]
 
-_DEFAULT = Registry(filter=os.environ.get("PYKREGISTRY_FILTER") or None)
+
+def _default_registry_from_env() -> Registry:
+    # R15: a typo in the environment must not stop the traced program from
+    # importing its tracer; warn and fall back to the default filter.
+    directives = os.environ.get("PYKREGISTRY_FILTER") or None
+    try:
+        return Registry(filter=directives)
+    except ValueError as e:
+        warnings.warn(
+            f"PYKREGISTRY_FILTER={directives!r} is ignored: {e}; "
+            "the default registry uses the default filter (everything enabled)",
+            ConfigurationWarning,
+            stacklevel=2,
+        )
+        return Registry()
+
+
+_DEFAULT = _default_registry_from_env()
 
 
 def default_registry() -> Registry:

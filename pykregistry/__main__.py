@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -72,12 +74,18 @@ class PaymentDeclinedError(Exception):
 def _demo(args: argparse.Namespace) -> int:
     recorder = TreeRecorder()
     registry = Registry(layers=[recorder])
-    trace = JsonLines(args.jsonl) if args.jsonl else None
+    try:
+        trace = JsonLines(args.jsonl) if args.jsonl else None
+    except OSError as e:
+        return _cannot_write(args.jsonl, e)
     if trace is not None:
         registry.add_layer(trace)
     _workload(registry)
     if trace is not None:
-        trace.close()
+        try:
+            trace.close()
+        except OSError as e:
+            return _cannot_write(args.jsonl, e)
 
     spans, events = recorder.spans, recorder.events
     ascii_only = args.ascii or not _can_encode("└├│•")
@@ -174,6 +182,21 @@ async def _fetch(registry: Registry, key: str) -> None:
             await asyncio.sleep(0)
 
 
+def _cannot_write(path: str, error: OSError) -> int:
+    print(f"pykregistry: cannot write {path}: {_reason(error)}", file=sys.stderr)
+    return 1
+
+
+def _reason(error: OSError) -> str:
+    """The system's words for `error`: its strerror, or, for an error that
+    carries only a message ending in Rust's ``(os error N)``, those of
+    errno N."""
+    if error.strerror:
+        return error.strerror
+    found = re.search(r"\(os error (\d+)\)$", str(error))
+    return os.strerror(int(found[1])) if found else str(error)
+
+
 def _can_encode(text: str) -> bool:
     try:
         text.encode(sys.stdout.encoding or "ascii")
@@ -182,5 +205,24 @@ def _can_encode(text: str) -> bool:
     return True
 
 
+def _run_from_command_line() -> int:
+    """``python -m pykregistry``: :func:`main`, stopping quietly when the
+    reader of standard output goes away (``python -m pykregistry demo |
+    head``)."""
+    try:
+        status = main()
+        # Flush here, so that a reader that went away is noticed inside the
+        # try rather than in the interpreter's own flush at exit.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # As the signal module's docs recommend for SIGPIPE: point stdout at
+        # devnull, so that the flush at exit cannot fail again, and exit 1
+        # (what Python itself exits with on EPIPE), with no traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_run_from_command_line())

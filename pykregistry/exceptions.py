@@ -1,15 +1,18 @@
-"""The exceptions pykregistry raises.
+"""The exceptions pykregistry raises, and the warnings it gives.
 
-Every one is a :class:`RegistryError` and also derives from the builtin it
-resembles, so handlers written for ``KeyError``, ``ValueError`` or
-``RuntimeError`` keep working. This module is pure Python and imports nothing
-native; the Rust core imports these classes and raises them.
+Every exception is a :class:`RegistryError` and also derives from the
+builtin it resembles, so handlers written for ``KeyError``, ``ValueError``
+or ``RuntimeError`` keep working. Every warning is a ``UserWarning``, so
+Python's default filter shows it once per place. This module is pure Python
+and imports nothing native; the Rust core imports these classes and raises
+them.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "CapacityError",
+    "ConfigurationWarning",
     "InvalidSpanIdError",
     "RegistryError",
     "SpanClosedError",
@@ -43,6 +46,12 @@ class InvalidSpanIdError(RegistryError, ValueError):
 class CapacityError(RegistryError, RuntimeError):
     """The registry ran out of capacity: every slab slot is in use, or more
     threads are alive than the slab has shards for. Nothing was created."""
+
+
+class ConfigurationWarning(UserWarning):
+    """Configuration from the environment could not be used (a malformed
+    ``PYKREGISTRY_FILTER``): pykregistry warns, uses its default instead,
+    and goes on, rather than fail the program being traced."""
 
 
 class SpanUsageWarning(UserWarning):

@@ -53,30 +53,36 @@ import contextlib
 import contextvars
 import dataclasses
 import gc
+import importlib.util
 import os
 import random
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-try:
-    from hypothesis import note
-    from hypothesis import strategies as st
-    from hypothesis.errors import InvalidArgument
-    from hypothesis.stateful import (
-        RuleBasedStateMachine,
-        initialize,
-        invariant,
-        precondition,
-        rule,
-    )
-except ImportError as e:  # pragma: no cover - depends on the environment
+# Checked before importing, rather than by catching the ImportError: a
+# hypothesis that is installed but broken shows its own error, and no name
+# of the handler lingers in the module (stubtest checks it).
+if importlib.util.find_spec("hypothesis") is None:  # pragma: no cover - the environment
     raise ImportError(
         "pykregistry.testing needs hypothesis: pip install hypothesis "
-        "(or pip install 'pykregistry[test]')"
-    ) from e
+        "(or pip install 'pykregistry[test]')",
+        name="hypothesis",
+    )
+
+from hypothesis import note
+from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 import pykregistry
 from pykregistry import CURRENT, Registry, Span, SpanNotFoundError, SpanRef
@@ -1249,8 +1255,21 @@ class TrackedSpan:
     origin: str
     """Where it was created: ``file:line in function`` of the first caller
     outside pykregistry."""
-    entered: dict[str, int] = field(default_factory=dict)
-    """Enters minus exits seen by the layer, by thread (and task)."""
+    enters: Counter[str] = field(default_factory=Counter)
+    """Enters seen by the layer, by thread (and task)."""
+    exits: Counter[str] = field(default_factory=Counter)
+    """Exits seen by the layer, by thread (and task)."""
+
+    @property
+    def entered(self) -> dict[str, int]:
+        """Enters minus exits seen by the layer, by thread (and task), where
+        they differ."""
+        enters, exits = self.enters.copy(), self.exits.copy()
+        return {
+            where: n
+            for where in enters.keys() | exits.keys()
+            if (n := enters[where] - exits[where])
+        }
 
 
 class LiveSpans:
@@ -1267,8 +1286,14 @@ class LiveSpans:
     behind; they are a hint, not a count.
     """
 
+    # R15: no lock. A hook can run inside another one, or inside a reader,
+    # on the same thread (a garbage collection there frees a handle held in
+    # a cycle, which closes its span), so a lock held across any allocation
+    # would hang. Each change is one operation atomic under the GIL, on
+    # objects built beforehand: a dict's item set or pop, and a Counter's
+    # update() of one key (counted in C, with no Python code in between).
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._live: dict[int, TrackedSpan] = {}
 
     def __repr__(self) -> str:
@@ -1277,43 +1302,30 @@ class LiveSpans:
     @property
     def spans(self) -> list[TrackedSpan]:
         """The spans it has seen created and not yet closed."""
-        with self._lock:
-            return list(self._live.values())
+        return list(self._live.copy().values())
 
     def on_new_span(self, span: SpanRef) -> None:
         """Remembers the span."""
-        # Read the view before taking the lock: reads call into the registry.
         tracked = TrackedSpan(
             span.id, span.name, span.target, span.level, span.parent_id, _origin()
         )
-        with self._lock:
-            self._live[tracked.id] = tracked
+        self._live[tracked.id] = tracked
 
     def on_enter(self, span: SpanRef) -> None:
         """Counts an entry in the calling thread or task."""
-        sid, where = span.id, _where()
-        with self._lock:
-            tracked = self._live.get(sid)
-            if tracked is not None:
-                tracked.entered[where] = tracked.entered.get(where, 0) + 1
+        tracked = self._live.get(span.id)
+        if tracked is not None:
+            tracked.enters.update((_where(),))
 
     def on_exit(self, span: SpanRef) -> None:
         """Counts an exit in the calling thread or task."""
-        sid, where = span.id, _where()
-        with self._lock:
-            tracked = self._live.get(sid)
-            if tracked is not None:
-                n = tracked.entered.get(where, 0) - 1
-                if n:
-                    tracked.entered[where] = n
-                else:
-                    tracked.entered.pop(where, None)
+        tracked = self._live.get(span.id)
+        if tracked is not None:
+            tracked.exits.update((_where(),))
 
     def on_close(self, span: SpanRef) -> None:
         """Forgets the span."""
-        sid = span.id
-        with self._lock:
-            self._live.pop(sid, None)
+        self._live.pop(span.id, None)
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(pykregistry.__file__))

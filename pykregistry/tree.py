@@ -21,6 +21,7 @@ order they were created and links parents by that number, which never recurs.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -79,112 +80,128 @@ class TreeRecorder:
     recorded when they close, as roots.
     """
 
+    # R15: no lock. A hook can run inside another one on the same thread
+    # (a garbage collection during the first frees a handle held in a cycle,
+    # which closes its span), so a lock held across any allocation would
+    # hang there. Each change of state is one operation that is atomic under
+    # the GIL (next() on a count, a dict's item set or pop, a list append),
+    # on objects built beforehand; readers copy in one operation too.
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._spans: list[RecordedSpan] = []
+        self._seqs = itertools.count()
+        self._closes = itertools.count()
+        # The seq the next span gets, for events (after_seq). Threads that
+        # race may store it out of order: it places an event among spans
+        # created at the same time, whose order is arbitrary anyway.
+        self._next_seq = 0
+        # Every record by seq; insertion order may differ from seq order
+        # when threads race, hence the sort when reading.
+        self._spans: dict[int, RecordedSpan] = {}
         self._events: list[RecordedEvent] = []
         # Records of the spans still open, by ID: an ID names one record
         # only while its span is live.
         self._live: dict[int, RecordedSpan] = {}
-        self._closed = 0
 
     def __repr__(self) -> str:
-        with self._lock:
-            return f"TreeRecorder(spans={len(self._spans)}, open={len(self._live)})"
+        return f"TreeRecorder(spans={len(self._spans)}, open={len(self._live)})"
 
     # === the layer ===
 
     def on_new_span(self, span: SpanRef) -> None:
         """Records a new span, linked to its parent's record."""
-        # Read the view before taking the lock: reads call into the registry.
-        name, target, level, fields = span.name, span.target, span.level, span.fields
         parent_id = span.parent_id
-        with self._lock:
-            parent = self._live.get(parent_id) if parent_id is not None else None
-            record = RecordedSpan(
-                seq=len(self._spans),
-                id=span.id,
-                name=name,
-                target=target,
-                level=level,
-                fields=fields,
-                parent_id=parent_id,
-                parent_seq=parent.seq if parent is not None else None,
-                thread=threading.current_thread().name,
-            )
-            self._spans.append(record)
-            self._live[record.id] = record
+        parent = self._live.get(parent_id) if parent_id is not None else None
+        seq = next(self._seqs)
+        self._next_seq = seq + 1
+        record = RecordedSpan(
+            seq=seq,
+            id=span.id,
+            name=span.name,
+            target=span.target,
+            level=span.level,
+            fields=span.fields,
+            parent_id=parent_id,
+            parent_seq=parent.seq if parent is not None else None,
+            thread=threading.current_thread().name,
+        )
+        self._live[record.id] = record
+        self._spans[record.seq] = record
 
     def on_event(self, event: Event) -> None:
         """Records an event under its parent span's record."""
-        with self._lock:
-            parent_id = event.parent_id
-            parent = self._live.get(parent_id) if parent_id is not None else None
-            self._events.append(
-                RecordedEvent(
-                    message=event.message,
-                    level=event.level,
-                    target=event.target,
-                    fields=event.fields,
-                    parent_seq=parent.seq if parent is not None else None,
-                    after_seq=len(self._spans),
-                )
+        parent_id = event.parent_id
+        parent = self._live.get(parent_id) if parent_id is not None else None
+        self._events.append(
+            RecordedEvent(
+                message=event.message,
+                level=event.level,
+                target=event.target,
+                fields=event.fields,
+                parent_seq=parent.seq if parent is not None else None,
+                after_seq=self._next_seq,
             )
+        )
 
     def on_close(self, span: SpanRef) -> None:
         """Marks the span's record closed and keeps its final fields."""
         # on_close runs while the span is still readable and before its ID
         # can be reused, so the ID still names this record.
         fields = span.fields
-        with self._lock:
-            record = self._live.pop(span.id, None)
-            if record is None:  # created before the recorder was added
-                record = RecordedSpan(
-                    seq=len(self._spans),
-                    id=span.id,
-                    name=span.name,
-                    target=span.target,
-                    level=span.level,
-                    fields=fields,
-                    parent_id=span.parent_id,
-                    parent_seq=None,
-                    thread=threading.current_thread().name,
-                )
-                self._spans.append(record)
-            record.fields = fields
-            record.closed_seq = self._closed
-            self._closed += 1
+        record = self._live.pop(span.id, None)
+        if record is None:  # created before the recorder was added
+            seq = next(self._seqs)
+            self._next_seq = seq + 1
+            record = RecordedSpan(
+                seq=seq,
+                id=span.id,
+                name=span.name,
+                target=span.target,
+                level=span.level,
+                fields=fields,
+                parent_id=span.parent_id,
+                parent_seq=None,
+                thread=threading.current_thread().name,
+                closed_seq=next(self._closes),
+            )
+            self._spans[record.seq] = record
+            return
+        record.fields = fields
+        record.closed_seq = next(self._closes)
 
     # === reading ===
 
     @property
     def spans(self) -> list[RecordedSpan]:
         """Every span recorded, in the order they were created."""
-        with self._lock:
-            return list(self._spans)
+        return sorted(self._spans.copy().values(), key=_by_seq)
 
     @property
     def events(self) -> list[RecordedEvent]:
         """Every event recorded, in the order they were emitted."""
-        with self._lock:
-            return list(self._events)
+        return self._events.copy()
 
     @property
     def open_spans(self) -> list[RecordedSpan]:
         """The recorded spans that have not closed (yet)."""
-        with self._lock:
-            return [s for s in self._spans if s.closed_seq is None]
+        return [s for s in self.spans if s.closed_seq is None]
 
     def clear(self) -> None:
         """Forgets what was recorded; spans still open stay tracked."""
-        with self._lock:
-            self._spans = list(self._live.values())
-            self._events.clear()
+        # One atomic step per record: a record added meanwhile is either
+        # looked at here or left alone, never lost.
+        for seq, record in self._spans.copy().items():
+            if record.closed_seq is not None:
+                self._spans.pop(seq, None)
+        del self._events[: len(self._events)]
 
     def render(self, *, show_ids: bool = False, ascii_only: bool = False) -> str:
         """The recorded spans and events as an indented tree; see
         :func:`render_tree`."""
         return render_tree(self.spans, self.events, show_ids=show_ids, ascii_only=ascii_only)
+
+
+def _by_seq(span: RecordedSpan) -> int:
+    return span.seq
 
 
 _BOX = ("├── ", "└── ", "│   ", "•")

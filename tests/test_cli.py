@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -95,3 +96,80 @@ def test_cli_runs_as_a_module() -> None:
     assert done.returncode == 0, done.stderr
     assert "demo" in done.stdout
     assert "bench" in done.stdout
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_cli_stops_quietly_when_its_reader_has_gone(buffered: bool) -> None:
+    """``python -m pykregistry demo | head``: a reader that closed the pipe
+    early gives exit status 1 and nothing on stderr (no BrokenPipeError
+    traceback, no "Exception ignored" at exit), whether stdout is buffered
+    (the error comes at the final flush) or not (at the first print)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pykregistry", "demo"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 1
+
+
+def test_cli_reader_that_reads_one_line_then_closes() -> None:
+    """The same through a reader that takes one line and closes the pipe:
+    whether the demo still writes after that is a race, so it may end 0 or
+    1, but never with a traceback."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with subprocess.Popen(
+        [sys.executable, "-m", "pykregistry", "demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read()
+        status = proc.wait(timeout=60)
+    assert first.startswith(b"pykregistry demo: ")
+    assert err == b""
+    assert status in (0, 1)
+
+
+@pytest.mark.parametrize("where", ["missing dir", "a directory"])
+def test_cli_demo_says_which_trace_file_it_cannot_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """``demo --jsonl PATH`` that cannot be opened: one line on stderr with
+    the path and the system's reason, status 1, no traceback, no demo."""
+    path = tmp_path / "no" / "such" / "x.jsonl" if where == "missing dir" else tmp_path
+    reason = "No such file or directory" if where == "missing dir" else "Is a directory"
+    assert main(["demo", "--jsonl", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"pykregistry: cannot write {path}: {reason}\n"
+
+
+def test_cli_cannot_write_runs_as_a_module_without_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "no" / "x.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "pykregistry", "demo", "--jsonl", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == f"pykregistry: cannot write {path}: No such file or directory\n"

@@ -6,6 +6,7 @@ README "Filters and disabled spans"; issue 4 item 5.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -633,3 +634,48 @@ def test_default_registry_span_directives_from_env() -> None:
         print(pykregistry.debug_span("outside", target="lib").disabled)
     """
     assert run_python(code, "warn,[request]=debug").split() == ["False", "False", "True", "True"]
+
+
+def test_malformed_pykregistry_filter_warns_and_uses_the_default() -> None:
+    """R15: a malformed ``PYKREGISTRY_FILTER`` does not make ``import
+    pykregistry`` raise: a ``ConfigurationWarning`` names the variable, its
+    value and the parse error, and the default registry enables everything."""
+    out = run_python(
+        """
+        import json, warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import pykregistry
+        reg = pykregistry.default_registry()
+        print(json.dumps({
+            "warnings": [(w.category.__name__, str(w.message)) for w in caught],
+            "is_user_warning": all(issubclass(w.category, UserWarning) for w in caught),
+            "exported": pykregistry.ConfigurationWarning.__module__,
+            "trace_enabled": reg.enabled("trace", "lib"),
+        }))
+        """,
+        "bogus===",
+    )
+    result = json.loads(out)
+    assert result["is_user_warning"]
+    assert result["exported"] == "pykregistry.exceptions"
+    assert result["trace_enabled"] is True
+    [(category, message)] = result["warnings"]
+    assert category == "ConfigurationWarning"
+    assert "PYKREGISTRY_FILTER='bogus==='" in message
+    assert 'invalid filter directive "bogus==="' in message
+    assert "unknown level" in message
+    # Shown by Python's default warning filter, and the import goes on.
+    env = {**os.environ, "PYKREGISTRY_FILTER": "bogus==="}
+    done = subprocess.run(
+        [sys.executable, "-c", "import pykregistry; print('imported')"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "imported\n"
+    assert "ConfigurationWarning: PYKREGISTRY_FILTER='bogus===' is ignored" in done.stderr
+    assert "Traceback" not in done.stderr

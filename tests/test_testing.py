@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import subprocess
 import sys
 import textwrap
 import threading
@@ -589,3 +590,29 @@ def test_fixture_imported_without_the_plugin_still_checks(pytester: pytest.Pytes
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, errors=1)
     assert "'never closed'" in result.stdout.str()
+
+
+def test_testing_without_hypothesis_says_what_to_install() -> None:
+    """Without hypothesis, importing pykregistry.testing fails with an
+    ImportError that says what to install (and pykregistry itself imports)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['hypothesis'] = None\n"
+            "import pykregistry\n"
+            "try:\n"
+            "    import pykregistry.testing\n"
+            "except ImportError as e:\n"
+            "    print(type(e).__name__, e.name, e)\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        "ImportError hypothesis pykregistry.testing needs hypothesis: pip install "
+        "hypothesis (or pip install 'pykregistry[test]')\n"
+    )
