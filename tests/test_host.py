@@ -14,11 +14,15 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pykregistry import Level, Registry, SpanRef
+import pykregistry
+from pykregistry import Level, Registry, SpanClosedError, SpanNotFoundError, SpanRef
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -255,3 +259,105 @@ def test_hand_bound_methods_run_on_the_pinned_pyo3_0_29_3() -> None:
     assert re.search(r'^pyo3 = \{ version = "=0\.29\.3" \}', manifest, re.M), manifest
     lock = (ROOT / "Cargo.lock").read_text()
     assert '[[package]]\nname = "pyo3"\nversion = "0.29.3"' in lock
+
+
+# === timing mistakes warn (SpanUsageWarning), or raise when strict ===
+
+
+def lenient() -> Registry:
+    return Registry()
+
+
+def test_r15_record_after_the_block_warns_and_is_dropped() -> None:
+    reg = lenient()
+    with reg.span("s") as s:
+        pass
+    with pytest.warns(pykregistry.SpanUsageWarning, match="record"):
+        s.record(late=1)
+    with pytest.warns(pykregistry.SpanUsageWarning):
+        s.record("late", 1)
+    with pytest.warns(pykregistry.SpanUsageWarning):
+        assert s.ref is None
+    with pytest.warns(pykregistry.SpanUsageWarning):
+        s.follows_from(s)
+    with pytest.warns(pykregistry.SpanUsageWarning):
+        assert s.clone().disabled
+    with pytest.warns(pykregistry.SpanUsageWarning), s.entered():
+        assert reg.current_span() is None
+    assert len(reg) == 0
+
+
+def test_r15_closed_parent_makes_a_root_of_a_new_trace_with_a_warning() -> None:
+    reg = lenient()
+    with reg.span("parent") as parent:
+        pid = parent.id
+        trace = parent.ref.trace_id
+    for given in (pid, parent):
+        with pytest.warns(pykregistry.SpanUsageWarning, match="parent"):
+            orphan = reg.span("orphan", parent=given)
+        ref = orphan.ref
+        assert ref.parent_id is None
+        assert ref.parent_span_id is None
+        assert ref.trace_id != trace
+        orphan.close()
+    assert len(reg) == 0
+
+
+def test_r15_worker_given_a_closed_span_id_goes_on() -> None:
+    reg = lenient()
+    with reg.span("request") as request:
+        rid = request.id
+    done: list[Any] = []
+
+    def worker() -> None:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with reg.span("task", parent=rid) as task:
+                done.append(task.ref.parent_id)
+        done.append([w.category for w in caught])
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(10)
+    assert done == [None, [pykregistry.SpanUsageWarning]]
+
+
+def test_r15_strict_registry_raises_for_the_same_mistakes() -> None:
+    reg = Registry(strict=True)
+    assert reg.strict
+    with reg.span("s") as s:
+        pass
+    with pytest.raises(SpanClosedError, match="handle was closed"):
+        s.record(late=1)
+    with pytest.raises(SpanNotFoundError), reg.span("orphan", parent=s.id):
+        pass
+    assert len(reg) == 0
+
+
+def test_r15_the_integer_api_keeps_raising_on_ids_that_are_not_live() -> None:
+    reg = lenient()
+    sid = reg.new_span("s")
+    reg.try_close(sid)
+    for call in (
+        lambda: reg.new_span("x", parent=sid),
+        lambda: reg.clone_span(sid),
+        lambda: reg.try_close(sid),
+        lambda: reg.enter(sid),
+        lambda: reg.record(sid, k=1),
+        lambda: reg.follows_from(sid, sid),
+        lambda: reg.event("e", parent=sid),
+    ):
+        with pytest.raises(SpanNotFoundError):
+            call()
+
+
+def test_r15_shape_errors_raise_in_every_mode() -> None:
+    for reg in (lenient(), Registry(strict=True)):
+        with pytest.raises(ValueError, match="unknown level"):
+            reg.span("s", level="loud")
+        with pytest.raises(TypeError):
+            reg.span(42)  # type: ignore[arg-type]
+        site = reg.callsite("c", fields=("a",))
+        with pytest.raises(TypeError):
+            site.span(b=1)
+        assert len(reg) == 0
