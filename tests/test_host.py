@@ -361,3 +361,14 @@ def test_r15_shape_errors_raise_in_every_mode() -> None:
         with pytest.raises(TypeError):
             site.span(b=1)
         assert len(reg) == 0
+
+
+def test_json_lines_open_errors_name_the_errno_and_the_file(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no" / "such" / "x.jsonl")
+    with pytest.raises(FileNotFoundError) as info:
+        pykregistry.JsonLines(missing)
+    assert (info.value.errno, info.value.filename) == (2, missing)
+    assert "No such file or directory" in str(info.value)
+    with pytest.raises(IsADirectoryError) as info2:
+        pykregistry.JsonLines(str(tmp_path))
+    assert info2.value.filename == str(tmp_path)

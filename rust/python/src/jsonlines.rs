@@ -229,6 +229,24 @@ impl Drop for Sink {
     }
 }
 
+/// `OSError(errno, strerror, filename)`, which Python turns into the
+/// matching subclass (`FileNotFoundError`, `PermissionError`, ...), as
+/// `open()` raises it.
+fn os_error(err: &std::io::Error, path: &std::path::Path) -> PyErr {
+    let message = err.to_string();
+    // Without " (os error N)": that is what `errno` says.
+    let strerror = message
+        .rsplit_once(" (os error ")
+        .map_or(message.as_str(), |(text, _)| text)
+        .to_owned();
+    match err.raw_os_error() {
+        Some(errno) => {
+            pyo3::exceptions::PyOSError::new_err((errno, strerror, path.as_os_str().to_owned()))
+        }
+        None => pyo3::exceptions::PyOSError::new_err(format!("{}: {message}", path.display())),
+    }
+}
+
 fn push_u64(line: &mut Vec<u8>, n: u64) {
     let _ = write!(line, "{n}");
 }
@@ -380,7 +398,8 @@ impl JsonLines {
             .create(true)
             .append(append)
             .truncate(!append)
-            .open(&path)?;
+            .open(&path)
+            .map_err(|e| os_error(&e, &path))?;
         let sink = Arc::new(Sink {
             file: Mutex::new(Some(Writer {
                 out: BufWriter::with_capacity(BUFFER, file),
