@@ -237,6 +237,9 @@ impl Layers {
 /// program (R15: never swallowed, not even in a layer).
 static INTERRUPT: Mutex<Option<PyErr>> = Mutex::new(None);
 
+/// Whether [`INTERRUPT`] may hold one: the hot path reads only this.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 /// Keeps `err` for [`raise_interrupt`], which the API call that ran the
 /// layer calls as it returns; if nothing does (a handle collected by the
 /// garbage collector), the interpreter raises it at its next check for
@@ -248,6 +251,7 @@ fn interrupted(err: PyErr) {
             Some(err) // one is enough: drop this one outside the lock
         } else {
             *slot = Some(err);
+            INTERRUPTED.store(true, Ordering::Release);
             None
         }
     };
@@ -259,11 +263,16 @@ fn interrupted(err: PyErr) {
 }
 
 /// The interrupt a layer raised during the current call, if any.
+#[inline]
 pub(crate) fn raise_interrupt() -> PyResult<()> {
-    let err = INTERRUPT
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
+    if !INTERRUPTED.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let err = {
+        let mut slot = INTERRUPT.lock().unwrap_or_else(PoisonError::into_inner);
+        INTERRUPTED.store(false, Ordering::Release);
+        slot.take()
+    };
     err.map_or(Ok(()), Err)
 }
 
