@@ -107,10 +107,11 @@ class TreeRecorder:
 
     # === the layer ===
 
-    def on_new_span(self, span: SpanRef) -> None:
-        """Records a new span, linked to its parent's record."""
-        parent_id = span.parent_id
-        parent = self._live.get(parent_id) if parent_id is not None else None
+    def _record(
+        self, span: SpanRef, fields: dict[str, object], parent_seq: int | None
+    ) -> RecordedSpan:
+        """A new record of `span`, numbered and kept (each step one the GIL
+        makes atomic: no lock, see the class docs)."""
         seq = next(self._seqs)
         self._next_seq = seq + 1
         record = RecordedSpan(
@@ -119,13 +120,20 @@ class TreeRecorder:
             name=span.name,
             target=span.target,
             level=span.level,
-            fields=span.fields,
-            parent_id=parent_id,
-            parent_seq=parent.seq if parent is not None else None,
+            fields=fields,
+            parent_id=span.parent_id,
+            parent_seq=parent_seq,
             thread=threading.current_thread().name,
         )
-        self._live[record.id] = record
         self._spans[record.seq] = record
+        return record
+
+    def on_new_span(self, span: SpanRef) -> None:
+        """Records a new span, linked to its parent's record."""
+        parent_id = span.parent_id
+        parent = self._live.get(parent_id) if parent_id is not None else None
+        record = self._record(span, span.fields, parent.seq if parent is not None else None)
+        self._live[record.id] = record
 
     def on_event(self, event: Event) -> None:
         """Records an event under its parent span's record."""
@@ -149,22 +157,7 @@ class TreeRecorder:
         fields = span.fields
         record = self._live.pop(span.id, None)
         if record is None:  # created before the recorder was added
-            seq = next(self._seqs)
-            self._next_seq = seq + 1
-            record = RecordedSpan(
-                seq=seq,
-                id=span.id,
-                name=span.name,
-                target=span.target,
-                level=span.level,
-                fields=fields,
-                parent_id=span.parent_id,
-                parent_seq=None,
-                thread=threading.current_thread().name,
-                closed_seq=next(self._closes),
-            )
-            self._spans[record.seq] = record
-            return
+            record = self._record(span, fields, None)
         record.fields = fields
         record.closed_seq = next(self._closes)
 

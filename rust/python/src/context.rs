@@ -557,8 +557,9 @@ pub(crate) fn enter<'py>(py: Python<'py>, core: &Core, id: Id) -> PyResult<Bound
         }
     };
     // Nothing runs between reading the top and linking to it. Exits the
-    // view could not show (see `set_top`) go now.
-    if let Some(below) = trimmed(py, top(py)?, context_address()) {
+    // view could not show (see `set_top`) go now. The owner is the calling
+    // context, so its address needs no second look.
+    if let Some(below) = trimmed(py, top(py)?, entry.get().owner.ctx) {
         entry.get().next.store(below.into_ptr(), Ordering::Relaxed);
     }
     if flags & HELD != 0 {
