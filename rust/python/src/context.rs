@@ -76,7 +76,7 @@ const DUP: u8 = 8;
 ///
 /// Immutable but for its flags; shared by every context copied from the
 /// one that pushed it.
-#[pyclass(name = "_Entry", module = "pykregistry", frozen, freelist = 256)]
+#[pyclass(name = "_Entry", module = "pykregistry", frozen)]
 pub(crate) struct Entry {
     core: Core,
     id: Id,
@@ -116,6 +116,25 @@ pub(crate) struct GilCell<T>(RefCell<T>);
 // the GIL held, one thread at a time; borrows never span Python code (which
 // could release the GIL).
 unsafe impl<T: Send> Sync for GilCell<T> {}
+
+/// `a.swap(new)` for a pointer only touched holding the GIL: a load and a
+/// store, which no other thread can come between (the module is
+/// `gil_used`), without the bus lock that `swap` takes.
+#[inline]
+fn gil_swap(a: &AtomicPtr<ffi::PyObject>, new: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    let old = a.load(Ordering::Relaxed);
+    a.store(new, Ordering::Relaxed);
+    old
+}
+
+/// `flags.fetch_or(bits)` for flags only touched holding the GIL; see
+/// [`gil_swap`].
+#[inline]
+fn gil_set(flags: &AtomicU8, bits: u8) -> u8 {
+    let old = flags.load(Ordering::Relaxed);
+    flags.store(old | bits, Ordering::Relaxed);
+    old
+}
 
 /// The callback of an owner's weak reference: the context ended.
 #[pyclass(name = "_ContextEnd", module = "pykregistry", frozen)]
@@ -343,7 +362,7 @@ impl ContextEnd {
         let held = std::mem::take(&mut *owner.held.0.borrow_mut());
         for entry in held.iter().rev() {
             let e = entry.get();
-            let flags = e.flags.fetch_or(EXITED, Ordering::Relaxed);
+            let flags = gil_set(&e.flags, EXITED);
             if flags & EXITED == 0 {
                 e.let_go(flags);
             }
@@ -405,7 +424,8 @@ impl Entry {
     /// claim, and its reference, which may close the span.
     fn let_go(&self, flags: u8) {
         if flags & HELD != 0 {
-            self.flags.fetch_and(!HELD, Ordering::Relaxed);
+            let now = self.flags.load(Ordering::Relaxed);
+            self.flags.store(now & !HELD, Ordering::Relaxed);
         }
         let_go(&self.core, self.id, self.span_id, flags);
     }
@@ -434,11 +454,11 @@ fn let_go(core: &Core, id: Id, span_id: u64, flags: u8) {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        let prev = self.guard_prev.swap(ptr::null_mut(), Ordering::Relaxed);
+        let prev = std::mem::replace(self.guard_prev.get_mut(), ptr::null_mut());
         if !prev.is_null() {
             defer_decref(prev);
         }
-        let next = self.next.swap(ptr::null_mut(), Ordering::Relaxed);
+        let next = std::mem::replace(self.next.get_mut(), ptr::null_mut());
         if !next.is_null() {
             defer_decref(next);
         }
@@ -585,7 +605,7 @@ pub(crate) fn enter<'py>(py: Python<'py>, core: &Core, id: Id) -> PyResult<Bound
 /// [`Exited::finish`], after layers have seen the exit.
 pub(crate) fn exit_entry(py: Python<'_>, entry: &Bound<'_, Entry>) -> Option<Exited> {
     let state = entry.get().state();
-    let flags = state.flags.fetch_or(EXITED, Ordering::Relaxed);
+    let flags = gil_set(&state.flags, EXITED);
     if flags & EXITED != 0 {
         return None;
     }
@@ -749,23 +769,20 @@ pub(crate) struct GuardSlot(AtomicPtr<ffi::PyObject>);
 impl GuardSlot {
     /// Remembers `entry` as the guard's latest.
     pub(crate) fn push(&self, entry: Bound<'_, Entry>) {
-        let prev = self.0.swap(ptr::null_mut(), Ordering::Relaxed);
+        let prev = self.0.load(Ordering::Relaxed);
         entry.get().guard_prev.store(prev, Ordering::Relaxed);
         self.0.store(entry.into_ptr(), Ordering::Relaxed);
     }
 
     /// The guard's latest entry, forgotten here.
     pub(crate) fn pop<'py>(&self, py: Python<'py>) -> Option<Bound<'py, Entry>> {
-        let latest = self.0.swap(ptr::null_mut(), Ordering::Relaxed);
+        let latest = self.0.load(Ordering::Relaxed);
         if latest.is_null() {
             return None;
         }
         // SAFETY: an owned reference to an `Entry`, now ours.
         let latest = unsafe { Bound::from_owned_ptr(py, latest).cast_into_unchecked::<Entry>() };
-        let prev = latest
-            .get()
-            .guard_prev
-            .swap(ptr::null_mut(), Ordering::Relaxed);
+        let prev = gil_swap(&latest.get().guard_prev, ptr::null_mut());
         self.0.store(prev, Ordering::Relaxed);
         Some(latest)
     }
@@ -773,7 +790,7 @@ impl GuardSlot {
 
 impl Drop for GuardSlot {
     fn drop(&mut self) {
-        let latest = self.0.swap(ptr::null_mut(), Ordering::Relaxed);
+        let latest = std::mem::replace(self.0.get_mut(), ptr::null_mut());
         if !latest.is_null() {
             defer_decref(latest);
         }

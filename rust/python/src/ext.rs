@@ -168,7 +168,8 @@ impl SpanExt {
             self.holder.store(owner, Ordering::Relaxed);
             true
         } else {
-            self.others.fetch_add(1, Ordering::Relaxed);
+            let n = self.others.load(Ordering::Relaxed);
+            self.others.store(n + 1, Ordering::Relaxed);
             false
         }
     }
@@ -178,9 +179,8 @@ impl SpanExt {
         if recorded {
             self.holder.store(0, Ordering::Relaxed);
         } else {
-            let _ = self
-                .others
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            let n = self.others.load(Ordering::Relaxed);
+            self.others.store(n.saturating_sub(1), Ordering::Relaxed);
         }
     }
 
@@ -207,8 +207,12 @@ impl SpanExt {
         if self.ended.load(Ordering::Relaxed) != 0 {
             return; // fixed at the end (R14)
         }
-        let last = self.last.swap(t, Ordering::Relaxed);
-        total.fetch_add(nanos(last, t), Ordering::Relaxed);
+        let last = self.last.load(Ordering::Relaxed);
+        self.last.store(t, Ordering::Relaxed);
+        total.store(
+            total.load(Ordering::Relaxed) + nanos(last, t),
+            Ordering::Relaxed,
+        );
     }
 
     pub(crate) fn timings(&self) -> Timings {
