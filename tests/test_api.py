@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 from typing import Any
@@ -150,6 +151,42 @@ def test_api_with_span_as_expression(reg: Registry) -> None:
         view = s.ref
         assert isinstance(view, SpanRef)
         assert (view.name, view.fields, view.parent_id) == ("s", {"k": "v"}, None)
+    assert len(reg) == 0
+
+
+def test_api_with_span_through_exit_stack_and_the_class(reg: Registry) -> None:
+    # `Span.__enter__`/`__exit__` bind to the span itself (no bound method
+    # per block); reached through the class, as ExitStack does, they take the
+    # span first, like methods.
+    with contextlib.ExitStack() as stack:
+        s = stack.enter_context(reg.span("a"))
+        assert reg.current_span() == s.id
+        t = reg.span("b")
+        assert Span.__enter__(t) is t
+        assert reg.current_span() == t.id
+        assert Span.__exit__(t, None, None, None) is False
+        assert t.closed
+        assert reg.current_span() == s.id
+    assert s.closed
+    assert len(reg) == 0
+
+
+def test_api_with_methods_reject_bad_calls_and_change_nothing(reg: Registry) -> None:
+    s = reg.span("s")
+    for call in (
+        lambda: s.__exit__(),
+        lambda: s.__enter__(1),
+        lambda: s.__exit__(None, None),
+        lambda: Span.__enter__(object()),
+        lambda: Span.__exit__(s, None, None, tb=None),
+        lambda: Span.__enter__(),
+    ):
+        with pytest.raises(TypeError):
+            call()
+    assert reg.current_span() is None
+    assert not s.closed
+    assert reg.ref_count(s.id) == 1
+    s.close()
     assert len(reg) == 0
 
 

@@ -4,6 +4,7 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/context.c");
+    println!("cargo:rerun-if-changed=csrc/with.c");
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
     let config = pyo3_build_config::get();
     let python = config
@@ -26,6 +27,7 @@ fn main() {
     let include = String::from_utf8(out.stdout).expect("a UTF-8 path");
     cc::Build::new()
         .file("csrc/context.c")
+        .file("csrc/with.c")
         .include(include.trim())
         .warnings(true)
         .compile("pykregistry_context");

@@ -62,6 +62,8 @@ mod _native {
         install::<crate::registry::RecordMethod>(py)?;
         install::<crate::span::RecordMethod>(py)?;
         install::<crate::callsite::SpanMethod>(py)?;
+        // `with span:` without a bound method object (see `span`).
+        crate::span::install_with(py)?;
         // Lines still buffered at exit, or when the process forks, are
         // written then; a child stops writing its parent's files.
         // Collections in progress: the context stack's view is not set then.

@@ -15,6 +15,7 @@ use crate::errors::{handle_closed, misuse};
 use crate::fastcall::{self, Args, FastMethod};
 use crate::registry::PyRegistry;
 use crate::span_ref::SpanRef;
+use pyo3::impl_::trampoline::{fastcall_cfunction_with_keywords, MethodDef};
 
 /// A handle on a span, owning one reference to it.
 ///
@@ -22,14 +23,12 @@ use crate::span_ref::SpanRef;
 /// block exits and releases. A handle released by `close()` or garbage
 /// collected unreleased gives up its reference. A span that a filter turned
 /// away is *disabled*: it has no ID, and everything on it does nothing.
-#[pyclass(
-    name = "Span",
-    module = "pykregistry",
-    frozen,
-    subclass,
-    freelist = 256
-)]
+#[pyclass(name = "Span", module = "pykregistry", frozen, subclass)]
 pub(crate) struct Span {
+    /// What calling the span does (vectorcall): the `with` statement's
+    /// `__enter__` and `__exit__`, bound to the span itself (see
+    /// [`install_with`]).
+    call: ffi::vectorcallfunc,
     /// `None` for the disabled span.
     live: Option<Handle>,
     closed: AtomicBool,
@@ -129,6 +128,7 @@ impl Span {
     /// its release ends it (R14).
     pub(crate) fn new(registry: Py<PyRegistry>, id: Id, creator: bool) -> Self {
         Span {
+            call: with_call,
             live: Some(Handle {
                 registry,
                 id,
@@ -143,6 +143,7 @@ impl Span {
     pub(crate) fn disabled_span(py: Python<'_>) -> PyResult<Bound<'_, Span>> {
         let span = DISABLED.get_or_try_init(py, || -> PyResult<Py<Span>> {
             let init = pyo3::PyClassInitializer::from(Span {
+                call: with_call,
                 live: None,
                 closed: AtomicBool::new(true),
                 entries: GuardSlot::default(),
@@ -227,7 +228,10 @@ impl Span {
     /// its collection.
     fn release(&self) {
         if let Some(h) = &self.live {
-            if !self.closed.swap(true, Ordering::AcqRel) {
+            // Under the GIL (the module is `gil_used`): no thread comes
+            // between the load and the store.
+            if !self.closed.load(Ordering::Relaxed) {
+                self.closed.store(true, Ordering::Relaxed);
                 let core = &h.registry.get().core;
                 // One lookup for the end and the release. None: released by
                 // hand too often (R12); the count is already what it should be.
@@ -374,26 +378,6 @@ impl Span {
         })
     }
 
-    fn __enter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, Self>> {
-        let span = slf.get();
-        span.enter(slf.py(), &span.entries)?;
-        Ok(slf.clone())
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        ty: &Bound<'_, PyAny>,
-        value: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        let left = self.leave(py, &self.entries, ty, value);
-        self.release();
-        left?;
-        crate::layers::raise_interrupt()?;
-        Ok(false)
-    }
-
     fn __repr__(&self, py: Python<'_>) -> String {
         let Some(h) = &self.live else {
             return "Span(disabled=True)".to_owned();
@@ -416,6 +400,132 @@ impl Span {
             },
             None => format!("Span(id={id}, closed=True)"),
         }
+    }
+}
+
+// === the with statement ===
+
+extern "C" {
+    /// A descriptor that binds to the instance itself; see `csrc/with.c`.
+    fn pykregistry_with_method(
+        owner: *mut ffi::PyTypeObject,
+        nargs: ffi::Py_ssize_t,
+        name: *const std::ffi::c_char,
+        doc: *const std::ffi::c_char,
+    ) -> *mut ffi::PyObject;
+    /// Makes instances callable through the pointer at `offset`.
+    fn pykregistry_make_callable(type_: *mut ffi::PyTypeObject, offset: ffi::Py_ssize_t) -> i32;
+}
+
+/// Makes `with span:` bind no method object: `Span.__enter__` and
+/// `Span.__exit__` are descriptors that bind to the span itself, and
+/// calling a span is the protocol: `span()` enters and returns the span,
+/// `span(exc_type, exc, tb)` exits. On `CPython` 3.10-3.13 a bound method
+/// is an object made and freed twice per block, about a fifth of a span's
+/// cost. Through the class (`Span.__enter__(span)`, as `contextlib.ExitStack`
+/// calls it) they take the span first, as methods do.
+pub(crate) fn install_with(py: Python<'_>) -> PyResult<()> {
+    let ty = py.get_type::<Span>();
+    // Where `call` lies in a span object: measured on one, since pyo3 does
+    // not publish its layout.
+    let one = Span::disabled_span(py)?;
+    let offset = std::ptr::from_ref(&one.get().call) as usize - one.as_ptr() as usize;
+    let offset = ffi::Py_ssize_t::try_from(offset).map_err(|_| {
+        pyo3::exceptions::PySystemError::new_err("pykregistry: span layout out of range")
+    })?;
+    // SAFETY: `ty` is `Span`'s type object, alive for the module's life, and
+    // every instance stores a `vectorcallfunc` at `offset` (its `call`).
+    if unsafe { pykregistry_make_callable(ty.as_type_ptr(), offset) } < 0 {
+        return Err(PyErr::fetch(py));
+    }
+    for (name, nargs, doc) in [
+        (
+            c"__enter__",
+            0,
+            c"__enter__($self, /)\n--\n\nEnters the span in the calling context; returns it.",
+        ),
+        (
+            c"__exit__",
+            3,
+            c"__exit__($self, exc_type, exc, tb, /)\n--\n\nExits the entry `__enter__` made, records an exception leaving it,\nand releases the handle (R14: the span ends). Returns False.",
+        ),
+    ] {
+        // SAFETY: `ty` outlives the descriptor (which borrows it); the
+        // strings are NUL-terminated literals; a new reference or NULL.
+        let method = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                pykregistry_with_method(ty.as_type_ptr(), nargs, name.as_ptr(), doc.as_ptr()),
+            )?
+        };
+        ty.setattr(name.to_str().expect("ASCII"), method)?;
+    }
+    Ok(())
+}
+
+/// A span called: the `with` statement (see [`install_with`]), through
+/// pyo3's trampoline.
+unsafe extern "C" fn with_call(
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls from an attached thread, with the arguments of
+    // the vectorcall protocol; only spans store this function.
+    unsafe {
+        fastcall_cfunction_with_keywords::<WithCall>(
+            callable,
+            args,
+            ffi::PyVectorcall_NARGS(nargsf),
+            kwnames,
+        )
+    }
+}
+
+struct WithCall;
+
+impl MethodDef<fastcall_cfunction_with_keywords::Func> for WithCall {
+    const METH: fastcall_cfunction_with_keywords::Func = with_body;
+}
+
+/// # Safety
+///
+/// `slf` is a `Span`; `args` holds `nargs` positional arguments (then
+/// keyword values), alive for the call; `kwnames` is NULL or a tuple.
+unsafe fn with_body(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    // SAFETY: see the function's contract.
+    let slf = unsafe { Borrowed::from_ptr(py, slf).cast_unchecked::<Span>() };
+    // SAFETY: a tuple's size, when there is one.
+    if !kwnames.is_null() && unsafe { ffi::PyTuple_GET_SIZE(kwnames) } > 0 {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "a span takes no keyword arguments: call it as `with span:`",
+        ));
+    }
+    let span = slf.get();
+    match nargs {
+        0 => {
+            span.enter(py, &span.entries)?;
+            Ok(slf.to_owned().into_ptr())
+        }
+        3 => {
+            // SAFETY: three live arguments (see the contract).
+            let (ty, value) = unsafe { (Borrowed::from_ptr(py, *args), Borrowed::from_ptr(py, *args.add(1))) };
+            let left = span.leave(py, &span.entries, &ty, &value);
+            span.release();
+            left?;
+            crate::layers::raise_interrupt()?;
+            Ok(PyBool::new(py, false).to_owned().into_ptr())
+        }
+        n => Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "a span is called by the with statement: with no arguments to enter, with (exc_type, exc, tb) to exit ({n} given)"
+        ))),
     }
 }
 
