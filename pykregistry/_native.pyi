@@ -26,6 +26,7 @@ __all__ = [
     "Registry",
     "Span",
     "SpanRef",
+    "_close_open_spans",
     "_flush_json_lines",
     "_gc_phase",
     "_json_lines_forked",
@@ -567,6 +568,11 @@ class JsonLines:
         tb: TracebackType | None,
         /,
     ) -> Literal[False]: ...
+
+def _close_open_spans() -> None:
+    """Registered with ``atexit`` (to run before :func:`_flush_json_lines`):
+    every span still open ends and closes, children first, so that layers
+    and exporters see it (R15)."""
 
 def _flush_json_lines() -> None:
     """Flushes every open :class:`JsonLines` (registered with ``atexit`` and

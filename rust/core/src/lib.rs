@@ -28,6 +28,8 @@ pub use field::{Fields, Value};
 pub use filter::{Filter, FilterError};
 pub use identity::{new_trace_id, next_span_id, reseed};
 pub use level::Level;
+#[cfg(not(loom))]
+pub use registry::WeakRegistry;
 pub use registry::{
     Attrs, Hooks, Id, NoHooks, Parent, Registry, Scope, SpanData, SpanRef, TraceParent, MAX_REFS,
 };

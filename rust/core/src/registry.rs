@@ -123,6 +123,38 @@ pub struct Registry<H: Hooks = NoHooks, C: Config = DefaultConfig> {
     shared: Arc<Shared<H, C>>,
 }
 
+/// A registry that does not keep it alive ([`Registry::downgrade`]): for
+/// whoever must reach every registry without owning any, such as the
+/// Python bindings closing open spans at interpreter exit.
+#[cfg(not(loom))]
+pub struct WeakRegistry<H: Hooks = NoHooks, C: Config = DefaultConfig> {
+    shared: std::sync::Weak<Shared<H, C>>,
+}
+
+#[cfg(not(loom))]
+impl<H: Hooks, C: Config> fmt::Debug for WeakRegistry<H, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakRegistry")
+            .field("alive", &self.is_alive())
+            .finish()
+    }
+}
+
+#[cfg(not(loom))]
+impl<H: Hooks, C: Config> WeakRegistry<H, C> {
+    /// Whether any clone of the registry is still alive.
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        self.shared.strong_count() > 0
+    }
+
+    /// The registry, if any clone of it is still alive.
+    #[must_use]
+    pub fn upgrade(&self) -> Option<Registry<H, C>> {
+        self.shared.upgrade().map(|shared| Registry { shared })
+    }
+}
+
 struct Shared<H: Hooks, C: Config> {
     spans: Pool<SpanData<H::Ext>, C>,
     /// Spans created minus spans cleared, in [`LIVE_STRIPES`] stripes that
@@ -302,6 +334,15 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
                 uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
                 slab_steps: SlabSteps::default(),
             }),
+        }
+    }
+
+    /// A reference to this registry that does not keep it alive.
+    #[cfg(not(loom))]
+    #[must_use]
+    pub fn downgrade(&self) -> WeakRegistry<H, C> {
+        WeakRegistry {
+            shared: Arc::downgrade(&self.shared),
         }
     }
 

@@ -837,3 +837,21 @@ fn r12_too_many_threads_is_an_error_not_a_panic() {
     }
     assert_eq!(registry.len(), 0);
 }
+
+/// A weak registry reaches the registry while a clone lives, and keeps
+/// nothing alive: what the bindings use to close every registry's open
+/// spans at interpreter exit (R15).
+#[test]
+fn weak_registry_reaches_it_while_a_clone_lives() {
+    let registry = Registry::new();
+    let id = root(&registry, "r");
+    let weak = registry.downgrade();
+    assert!(weak.is_alive());
+    let again = weak.upgrade().expect("a clone is alive");
+    assert_eq!(again.uid(), registry.uid());
+    assert_eq!(again.ref_count(id), 1);
+    drop(again);
+    drop(registry);
+    assert!(!weak.is_alive());
+    assert!(weak.upgrade().is_none());
+}

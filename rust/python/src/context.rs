@@ -56,6 +56,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
 use crate::errors::RegistryError;
+use crate::gil::GilCell;
 use crate::registry::{release, Core};
 
 extern "C" {
@@ -108,14 +109,6 @@ pub(crate) struct Owner {
     /// The owner's entries that hold a reference.
     held: GilCell<Vec<Py<Entry>>>,
 }
-
-/// A `RefCell` shared between threads that only touch it holding the GIL.
-pub(crate) struct GilCell<T>(RefCell<T>);
-
-// SAFETY: the module is declared `gil_used`, so every access happens with
-// the GIL held, one thread at a time; borrows never span Python code (which
-// could release the GIL).
-unsafe impl<T: Send> Sync for GilCell<T> {}
 
 /// `a.swap(new)` for a pointer only touched holding the GIL: a load and a
 /// store, which no other thread can come between (the module is

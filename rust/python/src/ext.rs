@@ -86,6 +86,8 @@ pub(crate) struct SpanExt {
     /// The most verbose level a filter's span directive enables inside this
     /// span (inherited from its parent, or matched by the span itself).
     pub(crate) scope: Option<Level>,
+    /// The span's place among its registry's open spans (`live`).
+    pub(crate) live_at: u32,
 }
 
 impl Default for SpanExt {
@@ -101,6 +103,7 @@ impl Default for SpanExt {
             ended: AtomicU64::new(0),
             extensions: PyOnceLock::new(),
             scope: None,
+            live_at: crate::live::NOWHERE,
         }
     }
 }
@@ -234,6 +237,14 @@ impl SpanExt {
             busy_ns: busy,
             idle_ns: idle,
         }
+    }
+
+    /// The extensions dict, if it has been made: for the garbage
+    /// collector's traversal, which may make nothing.
+    pub(crate) fn extensions_if_made(&self) -> Option<&Py<PyDict>> {
+        // SAFETY: the collector traverses holding the GIL; this reads a
+        // stored pointer and calls no Python API.
+        self.extensions.get(unsafe { Python::assume_attached() })
     }
 
     /// The extensions dict, made on first use. R15: made before it is

@@ -23,6 +23,7 @@ use pyo3::{BoundObject, PyTraverseError, PyVisit};
 use crate::event::Event;
 use crate::ext::SpanExt;
 use crate::jsonlines::{JsonLines, Sink};
+use crate::live::Live;
 use crate::registry::Core;
 use crate::span_ref::SpanRef;
 
@@ -69,6 +70,8 @@ pub(crate) struct Layers {
     /// Whether `sinks` has any sink, and any that writes events.
     sinks_on: AtomicBool,
     sink_events: AtomicBool,
+    /// The registry's open spans.
+    live: Live,
 }
 
 impl Layers {
@@ -153,6 +156,11 @@ impl Layers {
     pub(crate) fn objects<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyAny>> {
         let layers = Arc::clone(&self.list.read().unwrap_or_else(PoisonError::into_inner));
         layers.iter().map(|l| l.object.bind(py).clone()).collect()
+    }
+
+    /// The registry's open spans.
+    pub(crate) fn live(&self) -> &Live {
+        &self.live
     }
 
     #[inline]
@@ -297,6 +305,7 @@ impl Hooks for Layers {
         id: Id,
         span: &SpanData<SpanExt>,
     ) {
+        self.live.remove(span.ext().live_at);
         let ending = span.ext().end();
         if !ending && !self.hooks(Step::Close) {
             return;

@@ -9,8 +9,10 @@ mod errors;
 mod event;
 mod ext;
 mod fastcall;
+mod gil;
 mod jsonlines;
 mod layers;
+mod live;
 mod registry;
 mod span;
 mod span_ref;
@@ -45,6 +47,8 @@ mod _native {
     #[pymodule_export]
     use crate::jsonlines::{_flush_json_lines, _json_lines_forked, JsonLines};
     #[pymodule_export]
+    use crate::live::_close_open_spans;
+    #[pymodule_export]
     use crate::registry::PyRegistry;
     #[pymodule_export]
     use crate::span::{DisabledSpan, Entered, Span};
@@ -71,7 +75,13 @@ mod _native {
             .getattr("callbacks")?
             .call_method1("append", (m.getattr("_gc_phase")?,))?;
         let flush = m.getattr("_flush_json_lines")?;
-        py.import("atexit")?.getattr("register")?.call1((&flush,))?;
+        let atexit = py.import("atexit")?;
+        atexit.getattr("register")?.call1((&flush,))?;
+        // Registered after the flush, so it runs before it (R15): spans
+        // still open at exit end and close, leaves first, and are written.
+        atexit
+            .getattr("register")?
+            .call1((m.getattr("_close_open_spans")?,))?;
         let os = py.import("os")?;
         if let Some(register_at_fork) = os.getattr_opt("register_at_fork")? {
             let kwargs = pyo3::types::PyDict::new(py);

@@ -249,13 +249,23 @@ impl PyRegistry {
             metadata: None,
             trace_parent,
         };
-        let id = self
-            .core
-            .new_span(&attrs, parent, move |f, ext| {
-                *f = fields;
-                ext.start(scope);
-            })
-            .map_err(RegistryError)?;
+        let live = self.core.hooks().live();
+        let at = live.reserve();
+        let made = self.core.new_span(&attrs, parent, move |f, ext| {
+            *f = fields;
+            ext.start(scope);
+            ext.live_at = at;
+        });
+        let id = match made {
+            Ok(id) => {
+                live.fill(at, id);
+                id
+            }
+            Err(e) => {
+                live.unreserve(at);
+                return Err(RegistryError(e).into());
+            }
+        };
         self.core.hooks().dispatch(py, Step::NewSpan, || {
             Ok((Bound::new(py, SpanRef::new(self.core.clone(), id))?,))
         });
@@ -435,6 +445,7 @@ impl PyRegistry {
             filter,
             strict,
         };
+        crate::live::track(&registry.core);
         if let Some(layers) = layers {
             for layer in layers.try_iter()? {
                 registry.core.hooks().add(&layer?)?;
@@ -487,10 +498,12 @@ impl PyRegistry {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.core.hooks().traverse(&visit)
+        self.core.hooks().traverse(&visit)?;
+        crate::live::traverse(&self.core, &visit)
     }
 
-    fn __clear__(&self) {
+    fn __clear__(&self, py: Python<'_>) {
+        crate::live::clear(py, &self.core);
         self.core.hooks().clear();
     }
 

@@ -8,6 +8,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyString, PyType};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::context::{self, GuardSlot};
 use crate::convert;
@@ -306,6 +307,16 @@ fn record_exception(
 
 #[pymethods]
 impl Span {
+    /// R15: a handle can sit in a cycle (in its own span's extensions, in
+    /// a module with the layer class that its registry holds): the
+    /// collector sees its registry through it.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(h) = &self.live {
+            visit.call(&h.registry)?;
+        }
+        Ok(())
+    }
+
     /// The span's ID; `None` when disabled.
     #[getter(id)]
     fn py_id(&self) -> Option<u64> {
@@ -533,6 +544,10 @@ unsafe fn with_body(
 
 #[pymethods]
 impl Entered {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.span)
+    }
+
     fn __enter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, Span>> {
         let span = self.span.bind(py);
         span.get().enter(py, &self.entries)?;
