@@ -1,4 +1,4 @@
-//! The one error type of the core. The Python bindings map it to exception
+//! R12: the one error type of the core. The Python bindings map it to exception
 //! classes in a single place (`rust/python/src/errors.rs`).
 
 use std::fmt;

@@ -12,6 +12,9 @@
 //! This crate has no Python dependency; the bindings live in
 //! `rust/python`.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod error;
 mod field;
 mod filter;

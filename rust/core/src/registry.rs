@@ -254,6 +254,8 @@ impl Id {
         self.0.get()
     }
 
+    /// R1: a slab key as an ID: never 0, and unique among live spans (the
+    /// key's generation changes with each reuse of the slot).
     fn from_key(key: usize) -> Id {
         // Keys never use all 64 bits (the thread index is at most MAX_THREADS,
         // below its field's maximum), so `key + 1` neither overflows nor is 0.
@@ -449,8 +451,8 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         Ok(id)
     }
 
-    /// Adds a reference to a live span and returns its ID. On any other ID it
-    /// fails and changes nothing.
+    /// R3: adds a reference to a live span and returns its ID. On any other
+    /// ID it fails and changes nothing.
     pub fn clone_span(&self, id: Id) -> Result<Id, Error> {
         self.clone_span_ref(id).map(|_| id)
     }
@@ -484,7 +486,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         })
     }
 
-    /// Releases one reference to a live span. Returns `true` exactly when
+    /// R4: releases one reference to a live span. Returns `true` exactly when
     /// this call brought the count to zero; the span has then closed: hooks'
     /// `on_close` ran, the slot was cleared, and the reference it held on
     /// its parent was released, closing the parent in turn if that was its
@@ -519,7 +521,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         debug_assert!(released.is_ok(), "released a reference not held: {id:?}");
     }
 
-    /// A view of the span, if `id` names a live span.
+    /// R7: a view of the span, if `id` names a live span.
     #[must_use]
     pub fn get(&self, id: Id) -> Option<SpanRef<'_, H, C>> {
         self.slot(id).map(|data| SpanRef {
@@ -529,7 +531,8 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         })
     }
 
-    /// The span's reference count; 0 when `id` does not name a live span.
+    /// R9: the span's reference count; 0 when `id` does not name a live
+    /// span.
     #[must_use]
     pub fn ref_count(&self, id: Id) -> usize {
         self.slot(id)
@@ -554,8 +557,8 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         self.len() == 0
     }
 
-    /// Records `values` on a live span: each replaces the field of the same
-    /// name, or is appended.
+    /// R10: records `values` on a live span: each replaces the field of the
+    /// same name, or is appended.
     pub fn record<'v>(
         &self,
         id: Id,
@@ -910,7 +913,7 @@ impl<'a, H: Hooks, C: Config + 'static> SpanRef<'a, H, C> {
         self.registry.get(self.data.parent?)
     }
 
-    /// The span, its parent, and so on to the root.
+    /// R8: the span, its parent, and so on to the root.
     #[must_use]
     pub fn scope(&self) -> Scope<'a, H, C> {
         Scope {
