@@ -20,6 +20,7 @@
 //! static directive or by a span directive it matches, or created inside a
 //! span that matched one, carries that directive's level down its subtree.
 
+use std::borrow::Borrow;
 use std::fmt;
 
 use crate::{Level, Value};
@@ -30,6 +31,39 @@ pub struct Filter {
     /// Static directives, longest target first.
     statics: Vec<StaticDirective>,
     spans: Vec<SpanDirective>,
+}
+
+/// What a filter decides for one span or event ([`Filter::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Whether the span or event is enabled.
+    pub enabled: bool,
+    /// The span-directive level a span carries down its subtree: what its
+    /// children and events see as `inherited`.
+    pub scope: Option<Level>,
+}
+
+/// What a filter says about a call site (a level and target fixed once),
+/// as `tracing-core`'s `Interest`: what a call site may cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Every span is enabled.
+    Always,
+    /// No span can be.
+    Never,
+    /// Span directives decide per span ([`Filter::admit`]).
+    Sometimes,
+}
+
+/// A span's field values by name, for span directives that name fields.
+pub type FieldLookup<'a, V> = &'a dyn Fn(&str) -> Option<V>;
+
+impl Admission {
+    /// Everything enabled, no scope: what no filter decides.
+    pub const ALL: Admission = Admission {
+        enabled: true,
+        scope: None,
+    };
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -218,12 +252,59 @@ impl Filter {
         self.spans.iter().any(|d| d.matches_meta(target, name))
     }
 
+    /// What [`Filter::admit`] can be known to answer for every span at
+    /// `level` and `target`, before any is made.
+    #[must_use]
+    pub fn interest(&self, level: Level, target: &str) -> Interest {
+        if self.enabled(level, target) {
+            Interest::Always
+        } else if self.has_span_directives() {
+            Interest::Sometimes
+        } else {
+            Interest::Never
+        }
+    }
+
+    /// The filter's one decision for a span or an event at `level` and
+    /// `target`: `span` gives a span's name and its field values by name
+    /// (`None` for an event), `inherited` the scope its parent carries
+    /// (asked only when span directives exist, as is `span`'s field lookup).
+    ///
+    /// Enabled when a static directive enables it, when `inherited` is at
+    /// least as verbose as `level`, or, for a span, when a span directive
+    /// matches it: as `EnvFilter`, such a span is enabled at any level, since
+    /// it takes part in filtering. Unlike `EnvFilter`, which decides per
+    /// call site before it sees values, the fields are known here: a span
+    /// whose fields do not match is not enabled by the directive. Its scope
+    /// is the more verbose of `inherited` and the matching directives'.
+    pub fn admit<V: Borrow<Value>>(
+        &self,
+        level: Level,
+        target: &str,
+        inherited: impl FnOnce() -> Option<Level>,
+        span: Option<(&str, FieldLookup<'_, V>)>,
+    ) -> Admission {
+        let statically = self.enabled(level, target);
+        if !self.has_span_directives() {
+            return Admission {
+                enabled: statically,
+                scope: None,
+            };
+        }
+        let inherited = inherited();
+        let matched = span.and_then(|(name, fields)| self.span_match(target, name, fields));
+        Admission {
+            enabled: statically || inherited.is_some_and(|l| level <= l) || matched.is_some(),
+            scope: inherited.max(matched),
+        }
+    }
+
     /// The most verbose level of the span directives matching this span.
-    pub fn span_match<'a>(
+    pub fn span_match<V: Borrow<Value>>(
         &self,
         target: &str,
         name: &str,
-        fields: impl Fn(&str) -> Option<&'a Value>,
+        fields: impl Fn(&str) -> Option<V>,
     ) -> Option<Level> {
         self.spans
             .iter()
@@ -231,7 +312,7 @@ impl Filter {
                 d.matches_meta(target, name)
                     && d.fields.iter().all(|m| match (fields(&m.name), &m.value) {
                         (Some(_), None) => true,
-                        (Some(v), Some(want)) => values_match(v, want),
+                        (Some(v), Some(want)) => values_match(v.borrow(), want),
                         (None, _) => false,
                     })
             })
@@ -403,7 +484,7 @@ mod tests {
     fn span_directives_match_name_target_and_fields() {
         let f = parse(r#"warn,[request]=trace,app[job{id=42,kind="x"}]=debug,[{user}]=info"#);
         assert!(f.has_span_directives());
-        let none = |_: &str| None;
+        let none = |_: &str| None::<&Value>;
         assert_eq!(f.span_match("any", "request", none), Some(Level::Trace));
         assert_eq!(f.span_match("any", "other", none), None);
         let id = Value::I64(42);

@@ -28,7 +28,7 @@ mod sync;
 
 pub use error::{Error, Op};
 pub use field::{Fields, Value};
-pub use filter::{Filter, FilterError};
+pub use filter::{Admission, FieldLookup, Filter, FilterError, Interest};
 pub use identity::{new_trace_id, next_span_id, reseed};
 pub use level::Level;
 #[cfg(not(loom))]

@@ -3,7 +3,7 @@
 
 use std::ffi::CStr;
 
-use pykregistry_core::Level;
+use pykregistry_core::{Interest, Level};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
@@ -13,17 +13,6 @@ use crate::convert;
 use crate::fastcall::{is_keyword, Args, FastMethod};
 use crate::registry::{PyRegistry, SpanArgs};
 use crate::span::Span;
-
-/// What the filter said about a call site, as `tracing-core`'s `Interest`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Interest {
-    /// Every span is enabled.
-    Always,
-    /// No span can be: `span()` returns the disabled span at once.
-    Never,
-    /// Span directives decide per call (by the spans it is made in).
-    Sometimes,
-}
 
 /// A call site: a span's name, target, level and field names, and the
 /// filter's decision, fixed when it is made. `callsite.span(**fields)` is the
@@ -73,9 +62,7 @@ impl Callsite {
         };
         let interest = match &registry.get().filter {
             None => Interest::Always,
-            Some(f) if f.enabled(level, target.to_str()?) => Interest::Always,
-            Some(f) if f.has_span_directives() => Interest::Sometimes,
-            Some(_) => Interest::Never,
+            Some(f) => f.interest(level, target.to_str()?),
         };
         Ok(Callsite {
             registry: registry.clone().unbind(),

@@ -2,7 +2,7 @@
 
 use std::ffi::CStr;
 
-use pykregistry_core::{Attrs, Fields, Filter, Id, Level, Op, Parent};
+use pykregistry_core::{Admission, Attrs, Fields, Filter, Id, Level, Op, Parent};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
@@ -152,36 +152,18 @@ impl PyRegistry {
         self.core.get(parent?)?.ext().scope
     }
 
-    /// Whether the filter lets a span or event through, and the scope level
-    /// a new span carries down its subtree. `span` is the name and fields of
-    /// a span (`None` for an event).
-    fn admit(
+    /// The filter's decision (`Filter::admit`) for a span or event under
+    /// `parent`; everything passes without a filter.
+    fn admit<V: std::borrow::Borrow<pykregistry_core::Value>>(
         &self,
         level: Level,
         target: &str,
         parent: Option<Id>,
-        span: Option<(&str, &Fields)>,
-    ) -> (bool, Option<Level>) {
-        let Some(filter) = &self.filter else {
-            return (true, None);
-        };
-        if !filter.has_span_directives() {
-            return (filter.enabled(level, target), None);
-        }
-        let inherited = self.scope_of(parent);
-        let matched = span.and_then(|(name, fields)| {
-            filter.span_match(target, name, |n| {
-                fields.iter().find(|(k, _)| &**k == n).map(|(_, v)| v)
-            })
-        });
-        // As `EnvFilter`, a span a span directive matches is enabled at any
-        // level, since it takes part in filtering. Unlike `EnvFilter`, which
-        // must decide per call site before it sees values, the fields are
-        // known here: a span whose fields do not match is not enabled.
-        let enabled = filter.enabled(level, target)
-            || inherited.is_some_and(|l| level <= l)
-            || matched.is_some();
-        (enabled, inherited.max(matched))
+        span: Option<(&str, pykregistry_core::FieldLookup<'_, V>)>,
+    ) -> Admission {
+        self.filter.as_ref().map_or(Admission::ALL, |f| {
+            f.admit(level, target, || self.scope_of(parent), span)
+        })
     }
 
     /// Creates a span from parsed arguments; the caller owns its reference.
@@ -210,38 +192,66 @@ impl PyRegistry {
             Some(t) => t.to_str()?,
             None => "",
         };
-        if filter.is_some_and(|f| !f.has_span_directives() && !f.enabled(args.level, target)) {
-            return Ok(None);
-        }
-        let fields = convert::fields_from_items(args.fields)?;
         let mut trace_parent = None;
-        let mut parent = convert::parent(args.parent.as_ref(), self.core.uid(), || {
-            let current = context::current(py, &self.core)?;
-            trace_parent = current.trace;
-            Ok(current.id)
-        })?;
-        if let Parent::Explicit(p) = parent {
-            // R15: the ergonomic API makes a child of a parent that closed a
-            // root of a new trace, with a warning (or raises, if strict).
-            if ergonomic && self.core.ref_count(p) == 0 {
-                crate::errors::misuse(
-                    py,
-                    self.strict,
-                    RegistryError(pykregistry_core::Error::NotLive {
-                        id: p.into_u64(),
-                        op: Op::Parent,
-                    })
-                    .into(),
-                )?;
-                parent = Parent::Root;
+        let mut parent_of = || -> PyResult<Parent> {
+            let parent = convert::parent(args.parent.as_ref(), self.core.uid(), || {
+                let current = context::current(py, &self.core)?;
+                trace_parent = current.trace;
+                Ok(current.id)
+            })?;
+            if let Parent::Explicit(p) = parent {
+                // R15: the ergonomic API makes a child of a parent that
+                // closed a root of a new trace, with a warning (or raises,
+                // if strict).
+                if ergonomic && self.core.ref_count(p) == 0 {
+                    crate::errors::misuse(
+                        py,
+                        self.strict,
+                        RegistryError(pykregistry_core::Error::NotLive {
+                            id: p.into_u64(),
+                            op: Op::Parent,
+                        })
+                        .into(),
+                    )?;
+                    return Ok(Parent::Root);
+                }
             }
-        }
+            Ok(parent)
+        };
         let name = name.to_str()?;
-        let (enabled, scope) =
-            self.admit(args.level, target, parent_id(parent), Some((name, &fields)));
-        if filtered && !enabled {
-            return Ok(None);
-        }
+        // The filter decides once, before any field is converted: span
+        // directives read the values they name (and the parent's scope), so
+        // the parent is found first only then.
+        let (parent, scope) = match &self.filter {
+            None => (parent_of()?, None),
+            Some(f) => {
+                let parent = f.has_span_directives().then(&mut parent_of).transpose()?;
+                let lookup = |n: &str| {
+                    args.fields
+                        .iter()
+                        .find(|(k, _)| {
+                            k.cast::<PyString>()
+                                .is_ok_and(|k| k.to_str().ok() == Some(n))
+                        })
+                        .map(|(_, v)| convert::value(v))
+                };
+                let admission = self.admit(
+                    args.level,
+                    target,
+                    parent.and_then(parent_id),
+                    Some((name, &lookup)),
+                );
+                if filtered && !admission.enabled {
+                    return Ok(None);
+                }
+                let parent = match parent {
+                    Some(p) => p,
+                    None => parent_of()?,
+                };
+                (parent, admission.scope)
+            }
+        };
+        let fields = convert::fields_from_items(args.fields)?;
         let attrs = Attrs {
             name,
             target,
@@ -310,7 +320,10 @@ impl PyRegistry {
             Some(t) => t.to_str()?.to_owned(),
             None => caller_module(py).map(|t| t.to_string()).unwrap_or_default(),
         };
-        if !self.admit(args.level, &target, parent, None).0 {
+        if !self
+            .admit::<pykregistry_core::Value>(args.level, &target, parent, None)
+            .enabled
+        {
             return Ok(());
         }
         let event = Event {
