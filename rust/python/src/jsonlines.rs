@@ -27,10 +27,11 @@ use pyo3::prelude::*;
 use crate::convert;
 use crate::event::Event;
 use crate::ext::SpanExt;
+use crate::layers::Sink;
 
 /// Where lines go. Shared by the Python object and the registries it was
-/// added to.
-pub(crate) struct Sink {
+/// added to (as their [`Sink`]).
+pub(crate) struct JsonSink {
     /// `None` once closed.
     file: Mutex<Option<Writer>>,
     /// Whether the file is open: checked before a line is even built.
@@ -51,22 +52,36 @@ struct Writer {
 }
 
 /// Sinks to flush at interpreter exit and before a fork.
-static OPEN: Mutex<Vec<Weak<Sink>>> = Mutex::new(Vec::new());
+static OPEN: Mutex<Vec<Weak<JsonSink>>> = Mutex::new(Vec::new());
 
 /// How many forks led to this process (counted in each child).
 static FORKS: AtomicU64 = AtomicU64::new(0);
 
 const BUFFER: usize = 64 * 1024;
 
+impl Sink for JsonSink {
+    fn writes_events(&self) -> bool {
+        self.events
+    }
+
+    fn write_span(&self, id: Id, span: &SpanData<SpanExt>) {
+        self.line_of_span(id, span);
+    }
+
+    fn write_event(&self, py: Python<'_>, event: &Event) {
+        self.line_of_event(py, event);
+    }
+}
+
 /// A layer that writes each span at its end, and each event, as one JSON
 /// object per line.
 #[pyclass(name = "JsonLines", module = "pykregistry", frozen)]
 pub(crate) struct JsonLines {
-    pub(crate) sink: Arc<Sink>,
+    pub(crate) sink: Arc<JsonSink>,
     path: PathBuf,
 }
 
-impl Sink {
+impl JsonSink {
     /// Whether lines are written: open, and made in this process.
     #[inline]
     fn writing(&self) -> bool {
@@ -109,7 +124,7 @@ impl Sink {
     }
 
     /// The line for a span at its end (its timings are final, R14).
-    pub(crate) fn write_span(&self, id: Id, span: &SpanData<SpanExt>) {
+    fn line_of_span(&self, id: Id, span: &SpanData<SpanExt>) {
         if !self.writing() {
             return;
         }
@@ -146,7 +161,7 @@ impl Sink {
     }
 
     /// The line for an event.
-    pub(crate) fn write_event(&self, py: Python<'_>, event: &Event) {
+    fn line_of_event(&self, py: Python<'_>, event: &Event) {
         if !self.writing() {
             return;
         }
@@ -216,7 +231,7 @@ impl Writer {
     }
 }
 
-impl Drop for Sink {
+impl Drop for JsonSink {
     fn drop(&mut self) {
         // A sink of the parent process, dropped in a child: what its buffer
         // holds is the parent's to write (it flushed before forking).
@@ -364,7 +379,7 @@ fn push_surrogates(line: &mut Vec<u8>, mut bytes: &[u8]) {
 /// `write_errors`.
 #[pyfunction]
 pub(crate) fn _flush_json_lines(py: Python<'_>) {
-    let open: Vec<Arc<Sink>> = {
+    let open: Vec<Arc<JsonSink>> = {
         let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
         open.retain(|s| s.strong_count() > 0);
         open.iter().filter_map(Weak::upgrade).collect()
@@ -400,7 +415,7 @@ impl JsonLines {
             .truncate(!append)
             .open(&path)
             .map_err(|e| os_error(&e, &path))?;
-        let sink = Arc::new(Sink {
+        let sink = Arc::new(JsonSink {
             file: Mutex::new(Some(Writer {
                 out: BufWriter::with_capacity(BUFFER, file),
                 torn: false,

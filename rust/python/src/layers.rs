@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use pykregistry_core::{Config, Hooks, Id, SpanData};
+use pykregistry_core::{Config, Hooks, Id, SpanData, WeakRegistry};
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -22,10 +22,21 @@ use pyo3::{BoundObject, PyTraverseError, PyVisit};
 
 use crate::event::Event;
 use crate::ext::SpanExt;
-use crate::jsonlines::{JsonLines, Sink};
 use crate::live::Live;
 use crate::registry::Core;
 use crate::span_ref::SpanRef;
+
+/// A native layer that writes spans and events somewhere (JSON lines, an
+/// exporter): handed to [`Layers::add`] beside its Python object, and
+/// written to directly, with no Python object made.
+pub(crate) trait Sink: Send + Sync {
+    /// Whether it writes events (spans it always writes).
+    fn writes_events(&self) -> bool;
+    /// R14: a span at its end; its timings are final.
+    fn write_span(&self, id: Id, span: &SpanData<SpanExt>);
+    /// An event.
+    fn write_event(&self, py: Python<'_>, event: &Event);
+}
 
 /// The lifecycle steps a layer can hook.
 #[derive(Debug, Clone, Copy)]
@@ -66,16 +77,25 @@ pub(crate) struct Layers {
     errors: AtomicU64,
     /// The built-in native layers (`JsonLines`), written to without any
     /// Python object; also in `list`, so `Registry.layers` shows them.
-    sinks: RwLock<Arc<Vec<Arc<Sink>>>>,
+    sinks: RwLock<Arc<Vec<Arc<dyn Sink>>>>,
     /// Whether `sinks` has any sink, and any that writes events.
     sinks_on: AtomicBool,
     sink_events: AtomicBool,
     /// The registry's open spans.
     live: Live,
+    /// The registry these are the hooks of ([`Layers::bind`]): what a
+    /// closing span's view is made from.
+    registry: std::sync::OnceLock<WeakRegistry<Layers>>,
 }
 
 impl Layers {
-    pub(crate) fn add(&self, object: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// Adds a layer: its Python object, whose hooks it looks up now, and,
+    /// for a native layer, the sink it writes through.
+    pub(crate) fn add(
+        &self,
+        object: &Bound<'_, PyAny>,
+        sink: Option<Arc<dyn Sink>>,
+    ) -> PyResult<()> {
         let mut methods: [Option<Py<PyAny>>; 8] = Default::default();
         for (i, (_, name)) in STEPS.iter().enumerate() {
             if let Some(m) = object.getattr_opt(*name)? {
@@ -87,11 +107,10 @@ impl Layers {
                 methods[i] = Some(m.unbind());
             }
         }
-        if let Ok(json) = object.cast::<JsonLines>() {
-            let sink = Arc::clone(&json.get().sink);
+        if let Some(sink) = sink {
             let mut sinks = self.sinks.write().unwrap_or_else(PoisonError::into_inner);
-            let mut next: Vec<Arc<Sink>> = sinks.iter().cloned().collect();
-            if sink.events {
+            let mut next: Vec<Arc<dyn Sink>> = sinks.iter().cloned().collect();
+            if sink.writes_events() {
                 self.sink_events.store(true, Ordering::Release);
             }
             next.push(sink);
@@ -158,6 +177,11 @@ impl Layers {
         layers.iter().map(|l| l.object.bind(py).clone()).collect()
     }
 
+    /// Tells the hooks which registry they serve; once, as it is made.
+    pub(crate) fn bind(&self, core: &Core) {
+        let _ = self.registry.set(core.downgrade());
+    }
+
     /// The registry's open spans.
     pub(crate) fn live(&self) -> &Live {
         &self.live
@@ -180,7 +204,7 @@ impl Layers {
             return;
         }
         let sinks = Arc::clone(&self.sinks.read().unwrap_or_else(PoisonError::into_inner));
-        for sink in sinks.iter().filter(|s| s.events) {
+        for sink in sinks.iter().filter(|s| s.writes_events()) {
             sink.write_event(py, event);
         }
     }
@@ -301,7 +325,7 @@ impl Hooks for Layers {
 
     fn on_close<C: Config + 'static>(
         &self,
-        registry: &pykregistry_core::Registry<Self, C>,
+        _registry: &pykregistry_core::Registry<Self, C>,
         id: Id,
         span: &SpanData<SpanExt>,
     ) {
@@ -310,11 +334,11 @@ impl Hooks for Layers {
         if !ending && !self.hooks(Step::Close) {
             return;
         }
-        // Only the default configuration is exposed to Python.
-        let Some(core) = (registry as &dyn std::any::Any).downcast_ref::<crate::registry::Core>()
-        else {
+        // `_registry` is that one, as the core's generic code sees it.
+        let Some(core) = self.registry.get().and_then(WeakRegistry::upgrade) else {
             return;
         };
+        let core = &core;
         Python::attach(|py| {
             if ending {
                 // No handle made it (or none ended it): it ends as it closes.

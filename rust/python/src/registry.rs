@@ -129,6 +129,12 @@ fn caller_module(py: Python<'_>) -> Option<Bound<'_, PyString>> {
         .ok()
 }
 
+/// The sink a native layer writes through, if `layer` is one.
+fn sink_of(layer: &Bound<'_, PyAny>) -> Option<std::sync::Arc<dyn crate::layers::Sink>> {
+    let json = layer.cast::<crate::jsonlines::JsonLines>().ok()?;
+    Some(json.get().sink.clone())
+}
+
 /// The ID a parent choice names, if any.
 fn parent_id(parent: Parent) -> Option<Id> {
     match parent {
@@ -458,10 +464,12 @@ impl PyRegistry {
             filter,
             strict,
         };
+        registry.core.hooks().bind(&registry.core);
         crate::live::track(&registry.core);
         if let Some(layers) = layers {
             for layer in layers.try_iter()? {
-                registry.core.hooks().add(&layer?)?;
+                let layer = layer?;
+                registry.core.hooks().add(&layer, sink_of(&layer))?;
             }
         }
         Ok(registry)
@@ -522,7 +530,7 @@ impl PyRegistry {
 
     /// Adds a layer; it sees every step from now on.
     fn add_layer(&self, layer: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.core.hooks().add(layer)
+        self.core.hooks().add(layer, sink_of(layer))
     }
 
     /// The layers, in the order they are called.
