@@ -15,9 +15,7 @@ spans deterministically; and layers that see every step.
 
 from __future__ import annotations
 
-import os
-import warnings
-
+from pykregistry._default import default_registry
 from pykregistry._native import (
     CURRENT,
     GENERATIONS,
@@ -95,27 +93,3 @@ __all__ = [
     "warn",
     "warn_span",
 ]
-
-
-def _default_registry_from_env() -> Registry:
-    # R15: a typo in the environment must not stop the traced program from
-    # importing its tracer; warn and fall back to the default filter.
-    directives = os.environ.get("PYKREGISTRY_FILTER") or None
-    try:
-        return Registry(filter=directives)
-    except ValueError as e:
-        warnings.warn(
-            f"PYKREGISTRY_FILTER={directives!r} is ignored: {e}; "
-            "the default registry uses the default filter (everything enabled)",
-            ConfigurationWarning,
-            stacklevel=2,
-        )
-        return Registry()
-
-
-_DEFAULT = _default_registry_from_env()
-
-
-def default_registry() -> Registry:
-    """The process-wide registry that the module-level helpers use."""
-    return _DEFAULT

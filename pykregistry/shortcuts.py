@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
-import pykregistry
+from pykregistry._default import default_registry
 from pykregistry._native import CURRENT, Registry, Span
 from pykregistry.level import Level
 
@@ -58,11 +58,10 @@ _TRACE, _DEBUG, _INFO, _WARN, _ERROR = (
 )
 
 
-# Each shortcut looks up `pykregistry.default_registry()` per call (the
-# package imports this module before it defines that function) and finds its
-# caller's module with `sys._getframe(1)`: the default target, as
-# `Registry.span` finds it for its own caller. Both inline, as the calls
-# would cost as much as the lookups.
+# Each shortcut asks `default_registry()` per call (tests swap the default
+# registry) and finds its caller's module with `sys._getframe(1)`: the
+# default target, as `Registry.span` finds it for its own caller. Inline, as
+# a helper's call would cost as much as the lookup.
 
 
 # === spans ===
@@ -81,9 +80,7 @@ def span(
     arguments. Use it as ``with span("name", key=value):``."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    return pykregistry.default_registry().span(
-        name, target=target, level=level, parent=parent, **fields
-    )
+    return default_registry().span(name, target=target, level=level, parent=parent, **fields)
 
 
 def trace_span(
@@ -92,9 +89,7 @@ def trace_span(
     """A ``TRACE`` span on the default registry (``tracing``'s ``trace_span!``)."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    return pykregistry.default_registry().span(
-        name, target=target, level=_TRACE, parent=parent, **fields
-    )
+    return default_registry().span(name, target=target, level=_TRACE, parent=parent, **fields)
 
 
 def debug_span(
@@ -103,9 +98,7 @@ def debug_span(
     """A ``DEBUG`` span on the default registry (``tracing``'s ``debug_span!``)."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    return pykregistry.default_registry().span(
-        name, target=target, level=_DEBUG, parent=parent, **fields
-    )
+    return default_registry().span(name, target=target, level=_DEBUG, parent=parent, **fields)
 
 
 def info_span(
@@ -114,9 +107,7 @@ def info_span(
     """An ``INFO`` span on the default registry (``tracing``'s ``info_span!``)."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    return pykregistry.default_registry().span(
-        name, target=target, level=_INFO, parent=parent, **fields
-    )
+    return default_registry().span(name, target=target, level=_INFO, parent=parent, **fields)
 
 
 def warn_span(
@@ -125,9 +116,7 @@ def warn_span(
     """A ``WARN`` span on the default registry (``tracing``'s ``warn_span!``)."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    return pykregistry.default_registry().span(
-        name, target=target, level=_WARN, parent=parent, **fields
-    )
+    return default_registry().span(name, target=target, level=_WARN, parent=parent, **fields)
 
 
 def error_span(
@@ -136,9 +125,7 @@ def error_span(
     """An ``ERROR`` span on the default registry (``tracing``'s ``error_span!``)."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    return pykregistry.default_registry().span(
-        name, target=target, level=_ERROR, parent=parent, **fields
-    )
+    return default_registry().span(name, target=target, level=_ERROR, parent=parent, **fields)
 
 
 # === events ===
@@ -158,9 +145,7 @@ def event(
     otherwise."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    pykregistry.default_registry().event(
-        message, level=level, target=target, parent=parent, **fields
-    )
+    default_registry().event(message, level=level, target=target, parent=parent, **fields)
 
 
 def trace(
@@ -169,9 +154,7 @@ def trace(
     """A ``TRACE`` event on the default registry (``tracing``'s ``trace!``)."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    pykregistry.default_registry().event(
-        message, level=_TRACE, target=target, parent=parent, **fields
-    )
+    default_registry().event(message, level=_TRACE, target=target, parent=parent, **fields)
 
 
 def debug(
@@ -180,9 +163,7 @@ def debug(
     """A ``DEBUG`` event on the default registry (``tracing``'s ``debug!``)."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    pykregistry.default_registry().event(
-        message, level=_DEBUG, target=target, parent=parent, **fields
-    )
+    default_registry().event(message, level=_DEBUG, target=target, parent=parent, **fields)
 
 
 def info(
@@ -191,9 +172,7 @@ def info(
     """An ``INFO`` event on the default registry (``tracing``'s ``info!``)."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    pykregistry.default_registry().event(
-        message, level=_INFO, target=target, parent=parent, **fields
-    )
+    default_registry().event(message, level=_INFO, target=target, parent=parent, **fields)
 
 
 def warn(
@@ -202,9 +181,7 @@ def warn(
     """A ``WARN`` event on the default registry (``tracing``'s ``warn!``)."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    pykregistry.default_registry().event(
-        message, level=_WARN, target=target, parent=parent, **fields
-    )
+    default_registry().event(message, level=_WARN, target=target, parent=parent, **fields)
 
 
 def error(
@@ -213,9 +190,7 @@ def error(
     """An ``ERROR`` event on the default registry (``tracing``'s ``error!``)."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    pykregistry.default_registry().event(
-        message, level=_ERROR, target=target, parent=parent, **fields
-    )
+    default_registry().event(message, level=_ERROR, target=target, parent=parent, **fields)
 
 
 # === the current span ===
@@ -224,7 +199,7 @@ def error(
 def current(registry: Registry | None = None) -> SpanRef | None:
     """A view of the calling thread's or task's current span on
     ``registry`` (the default registry unless given), or ``None``."""
-    reg = registry if registry is not None else pykregistry.default_registry()
+    reg = registry if registry is not None else default_registry()
     if not isinstance(reg, Registry):
         raise TypeError(f"registry must be a pykregistry.Registry, not {type(reg).__name__}")
     sid = reg.current_span()

@@ -49,7 +49,7 @@ class Log:
 def log(monkeypatch: pytest.MonkeyPatch) -> Iterator[Log]:
     layer = Log()
     registry = Registry(layers=[layer])
-    monkeypatch.setattr(pykregistry, "_DEFAULT", registry)
+    monkeypatch.setattr(pykregistry._default, "_DEFAULT", registry)
     assert pykregistry.default_registry() is registry
     yield layer
     assert len(registry) == 0
@@ -219,7 +219,7 @@ def test_in_scope_records_and_propagates_exceptions(reg: Registry) -> None:
 
 def test_shortcuts_on_filtered_default_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     layer = Log()
-    monkeypatch.setattr(pykregistry, "_DEFAULT", Registry(filter="warn", layers=[layer]))
+    monkeypatch.setattr(pykregistry._default, "_DEFAULT", Registry(filter="warn", layers=[layer]))
     with pykregistry.info_span("quiet") as quiet:
         assert quiet.disabled
         assert pykregistry.current() is None
