@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
 from pykregistry._default import default_registry
 from pykregistry._native import CURRENT, Registry, Span
@@ -45,17 +45,8 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-# The levels as plain ints (which every level argument accepts): converting
-# an int is cheaper than converting the enum member.
-_TRACE, _DEBUG, _INFO, _WARN, _ERROR = (
-    int(Level.TRACE),
-    int(Level.DEBUG),
-    int(Level.INFO),
-    int(Level.WARN),
-    int(Level.ERROR),
-)
+_F = TypeVar("_F", bound=Callable[..., object])
+_R_co = TypeVar("_R_co", covariant=True)
 
 
 # Each shortcut asks `default_registry()` per call (tests swap the default
@@ -64,7 +55,7 @@ _TRACE, _DEBUG, _INFO, _WARN, _ERROR = (
 # a helper's call would cost as much as the lookup.
 
 
-# === spans ===
+# === at any level ===
 
 
 def span(
@@ -81,54 +72,6 @@ def span(
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
     return default_registry().span(name, target=target, level=level, parent=parent, **fields)
-
-
-def trace_span(
-    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> Span:
-    """A ``TRACE`` span on the default registry (``tracing``'s ``trace_span!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    return default_registry().span(name, target=target, level=_TRACE, parent=parent, **fields)
-
-
-def debug_span(
-    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> Span:
-    """A ``DEBUG`` span on the default registry (``tracing``'s ``debug_span!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    return default_registry().span(name, target=target, level=_DEBUG, parent=parent, **fields)
-
-
-def info_span(
-    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> Span:
-    """An ``INFO`` span on the default registry (``tracing``'s ``info_span!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    return default_registry().span(name, target=target, level=_INFO, parent=parent, **fields)
-
-
-def warn_span(
-    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> Span:
-    """A ``WARN`` span on the default registry (``tracing``'s ``warn_span!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    return default_registry().span(name, target=target, level=_WARN, parent=parent, **fields)
-
-
-def error_span(
-    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> Span:
-    """An ``ERROR`` span on the default registry (``tracing``'s ``error_span!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    return default_registry().span(name, target=target, level=_ERROR, parent=parent, **fields)
-
-
-# === events ===
 
 
 def event(
@@ -148,49 +91,85 @@ def event(
     default_registry().event(message, level=level, target=target, parent=parent, **fields)
 
 
-def trace(
-    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> None:
-    """A ``TRACE`` event on the default registry (``tracing``'s ``trace!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    default_registry().event(message, level=_TRACE, target=target, parent=parent, **fields)
+# === one per level ===
+#
+# `span` and `event` with the level fixed, as tracing's macros: the same
+# body for every level, made by `_span_at` and `_event_at`. Their type is
+# declared once, as the protocol below, which mypy checks each generated
+# function against (and stubtest each runtime signature).
 
 
-def debug(
-    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> None:
-    """A ``DEBUG`` event on the default registry (``tracing``'s ``debug!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    default_registry().event(message, level=_DEBUG, target=target, parent=parent, **fields)
+class _AtLevel(Protocol[_R_co]):
+    def __call__(
+        self,
+        name: str,
+        /,
+        *,
+        target: str | None = None,
+        parent: _ParentLike = CURRENT,
+        **fields: object,
+    ) -> _R_co: ...
 
 
-def info(
-    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> None:
-    """An ``INFO`` event on the default registry (``tracing``'s ``info!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    default_registry().event(message, level=_INFO, target=target, parent=parent, **fields)
+def _span_at(level: Level) -> _AtLevel[Span]:
+    # The level as a plain int (which every level argument accepts):
+    # converting an int is cheaper than converting the enum member.
+    at = int(level)
+
+    def level_span(
+        name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
+    ) -> Span:
+        if target is None:
+            target = sys._getframe(1).f_globals.get("__name__", "")
+        return default_registry().span(name, target=target, level=at, parent=parent, **fields)
+
+    return _named(level_span, level, f"{level.name.lower()}_span", "span")
 
 
-def warn(
-    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> None:
-    """A ``WARN`` event on the default registry (``tracing``'s ``warn!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    default_registry().event(message, level=_WARN, target=target, parent=parent, **fields)
+def _event_at(level: Level) -> _AtLevel[None]:
+    at = int(level)
+
+    def level_event(
+        message: str,
+        /,
+        *,
+        target: str | None = None,
+        parent: _ParentLike = CURRENT,
+        **fields: object,
+    ) -> None:
+        if target is None:
+            target = sys._getframe(1).f_globals.get("__name__", "")
+        default_registry().event(message, level=at, target=target, parent=parent, **fields)
+
+    return _named(level_event, level, level.name.lower(), "event")
 
 
-def error(
-    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> None:
-    """An ``ERROR`` event on the default registry (``tracing``'s ``error!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    default_registry().event(message, level=_ERROR, target=target, parent=parent, **fields)
+def _named(func: _F, level: Level, name: str, what: str) -> _F:
+    """`func` as the module's function `name`, down to the name of its code
+    object, which tracebacks and profilers show."""
+    article = "An" if level.name[0] in "AEIOU" else "A"
+    func.__doc__ = (
+        f"{article} ``{level.name}`` {what} on the default registry (``tracing``'s ``{name}!``)."
+    )
+    func.__name__ = func.__qualname__ = name
+    if sys.version_info >= (3, 11):
+        func.__code__ = func.__code__.replace(co_name=name, co_qualname=name)
+    else:  # pragma: no cover - the interpreter
+        func.__code__ = func.__code__.replace(co_name=name)
+    return func
+
+
+trace_span = _span_at(Level.TRACE)
+debug_span = _span_at(Level.DEBUG)
+info_span = _span_at(Level.INFO)
+warn_span = _span_at(Level.WARN)
+error_span = _span_at(Level.ERROR)
+
+trace = _event_at(Level.TRACE)
+debug = _event_at(Level.DEBUG)
+info = _event_at(Level.INFO)
+warn = _event_at(Level.WARN)
+error = _event_at(Level.ERROR)
 
 
 # === the current span ===
