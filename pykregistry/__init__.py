@@ -15,6 +15,8 @@ spans deterministically; and layers that see every step.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pykregistry._default import default_registry
 from pykregistry._native import (
     CURRENT,
@@ -55,8 +57,6 @@ from pykregistry.shortcuts import (
     warn_span,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
     "CURRENT",
     "GENERATIONS",
@@ -93,3 +93,28 @@ __all__ = [
     "warn",
     "warn_span",
 ]
+
+if TYPE_CHECKING:
+    __version__: str
+else:
+    # The version is the installed distribution's, which the build takes from
+    # Cargo.toml. Read on first use: importing importlib.metadata costs about
+    # as much as importing the rest of pykregistry.
+
+    def __getattr__(name: str) -> str:
+        if name != "__version__":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("pykregistry")
+        except PackageNotFoundError:
+            raise AttributeError(
+                "pykregistry.__version__ is unknown: this pykregistry is not installed "
+                "(no distribution metadata); pip install it, or pip install -e the checkout"
+            ) from None
+        globals()["__version__"] = found
+        return found
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), "__version__"})
