@@ -15,9 +15,9 @@ spans deterministically; and layers that see every step.
 
 from __future__ import annotations
 
-import os
-import warnings
+from typing import TYPE_CHECKING
 
+from pykregistry._default import default_registry
 from pykregistry._native import (
     CURRENT,
     GENERATIONS,
@@ -57,8 +57,6 @@ from pykregistry.shortcuts import (
     warn_span,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
     "CURRENT",
     "GENERATIONS",
@@ -96,26 +94,27 @@ __all__ = [
     "warn_span",
 ]
 
+if TYPE_CHECKING:
+    __version__: str
+else:
+    # The version is the installed distribution's, which the build takes from
+    # Cargo.toml. Read on first use: importing importlib.metadata costs about
+    # as much as importing the rest of pykregistry.
 
-def _default_registry_from_env() -> Registry:
-    # R15: a typo in the environment must not stop the traced program from
-    # importing its tracer; warn and fall back to the default filter.
-    directives = os.environ.get("PYKREGISTRY_FILTER") or None
-    try:
-        return Registry(filter=directives)
-    except ValueError as e:
-        warnings.warn(
-            f"PYKREGISTRY_FILTER={directives!r} is ignored: {e}; "
-            "the default registry uses the default filter (everything enabled)",
-            ConfigurationWarning,
-            stacklevel=2,
-        )
-        return Registry()
+    def __getattr__(name: str) -> str:
+        if name != "__version__":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib.metadata import PackageNotFoundError, version
 
+        try:
+            found = version("pykregistry")
+        except PackageNotFoundError:
+            raise AttributeError(
+                "pykregistry.__version__ is unknown: this pykregistry is not installed "
+                "(no distribution metadata); pip install it, or pip install -e the checkout"
+            ) from None
+        globals()["__version__"] = found
+        return found
 
-_DEFAULT = _default_registry_from_env()
-
-
-def default_registry() -> Registry:
-    """The process-wide registry that the module-level helpers use."""
-    return _DEFAULT
+    def __dir__() -> list[str]:
+        return sorted({*globals(), "__version__"})

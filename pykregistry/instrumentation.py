@@ -21,6 +21,7 @@ import keyword
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
+from pykregistry import _default
 from pykregistry.level import Level
 
 if TYPE_CHECKING:
@@ -152,6 +153,11 @@ def instrument(
     return cast(F, _decorate(func, options))
 
 
+# `Registry.instrument` (native) calls this with `registry=self`; it finds
+# it in `_default`, so that native code imports nothing of this layer.
+_default.instrument = instrument
+
+
 class _Options:
     __slots__ = ("args", "err", "fields", "level", "name", "registry", "ret", "skip", "target")
 
@@ -281,9 +287,7 @@ class _Plan:
         if self.bare is None:
             registry = self.registry
             if registry is None:
-                from pykregistry import default_registry
-
-                registry = default_registry()
+                registry = _default.default_registry()
             callsite = registry.callsite(
                 self.name, target=self.target, level=self.level, fields=self.field_names
             )

@@ -21,7 +21,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-import pykregistry
+from pykregistry import _default
 from pykregistry.exceptions import RegistryError
 from pykregistry.level import Level
 
@@ -69,7 +69,7 @@ class SpanFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Sets ``span_id``, ``span_name`` and ``span_path`` on ``record``;
         always ``True``."""
-        registry = self.registry if self.registry is not None else pykregistry.default_registry()
+        registry = self.registry if self.registry is not None else _default.default_registry()
         record.span_id = None
         record.span_name = ""
         record.span_path = ""
@@ -135,9 +135,7 @@ class SpanHandler(logging.Handler):
             return
         local.emitting = True
         try:
-            registry = (
-                self.registry if self.registry is not None else pykregistry.default_registry()
-            )
+            registry = self.registry if self.registry is not None else _default.default_registry()
             message = self.format(record) if self.formatter is not None else record.getMessage()
             fields: dict[str, Any] = {
                 "log.level": record.levelname,

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
-import pykregistry
+from pykregistry._default import default_registry
 from pykregistry._native import CURRENT, Registry, Span
 from pykregistry.level import Level
 
@@ -45,27 +45,17 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
+_F = TypeVar("_F", bound=Callable[..., object])
+_R_co = TypeVar("_R_co", covariant=True)
 
 
-# The levels as plain ints (which every level argument accepts): converting
-# an int is cheaper than converting the enum member.
-_TRACE, _DEBUG, _INFO, _WARN, _ERROR = (
-    int(Level.TRACE),
-    int(Level.DEBUG),
-    int(Level.INFO),
-    int(Level.WARN),
-    int(Level.ERROR),
-)
+# Each shortcut asks `default_registry()` per call (tests swap the default
+# registry) and finds its caller's module with `sys._getframe(1)`: the
+# default target, as `Registry.span` finds it for its own caller. Inline, as
+# a helper's call would cost as much as the lookup.
 
 
-# Each shortcut looks up `pykregistry.default_registry()` per call (the
-# package imports this module before it defines that function) and finds its
-# caller's module with `sys._getframe(1)`: the default target, as
-# `Registry.span` finds it for its own caller. Both inline, as the calls
-# would cost as much as the lookups.
-
-
-# === spans ===
+# === at any level ===
 
 
 def span(
@@ -81,67 +71,7 @@ def span(
     arguments. Use it as ``with span("name", key=value):``."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    return pykregistry.default_registry().span(
-        name, target=target, level=level, parent=parent, **fields
-    )
-
-
-def trace_span(
-    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> Span:
-    """A ``TRACE`` span on the default registry (``tracing``'s ``trace_span!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    return pykregistry.default_registry().span(
-        name, target=target, level=_TRACE, parent=parent, **fields
-    )
-
-
-def debug_span(
-    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> Span:
-    """A ``DEBUG`` span on the default registry (``tracing``'s ``debug_span!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    return pykregistry.default_registry().span(
-        name, target=target, level=_DEBUG, parent=parent, **fields
-    )
-
-
-def info_span(
-    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> Span:
-    """An ``INFO`` span on the default registry (``tracing``'s ``info_span!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    return pykregistry.default_registry().span(
-        name, target=target, level=_INFO, parent=parent, **fields
-    )
-
-
-def warn_span(
-    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> Span:
-    """A ``WARN`` span on the default registry (``tracing``'s ``warn_span!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    return pykregistry.default_registry().span(
-        name, target=target, level=_WARN, parent=parent, **fields
-    )
-
-
-def error_span(
-    name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> Span:
-    """An ``ERROR`` span on the default registry (``tracing``'s ``error_span!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    return pykregistry.default_registry().span(
-        name, target=target, level=_ERROR, parent=parent, **fields
-    )
-
-
-# === events ===
+    return default_registry().span(name, target=target, level=level, parent=parent, **fields)
 
 
 def event(
@@ -158,64 +88,88 @@ def event(
     otherwise."""
     if target is None:
         target = sys._getframe(1).f_globals.get("__name__", "")
-    pykregistry.default_registry().event(
-        message, level=level, target=target, parent=parent, **fields
+    default_registry().event(message, level=level, target=target, parent=parent, **fields)
+
+
+# === one per level ===
+#
+# `span` and `event` with the level fixed, as tracing's macros: the same
+# body for every level, made by `_span_at` and `_event_at`. Their type is
+# declared once, as the protocol below, which mypy checks each generated
+# function against (and stubtest each runtime signature).
+
+
+class _AtLevel(Protocol[_R_co]):
+    def __call__(
+        self,
+        name: str,
+        /,
+        *,
+        target: str | None = None,
+        parent: _ParentLike = CURRENT,
+        **fields: object,
+    ) -> _R_co: ...
+
+
+def _span_at(level: Level) -> _AtLevel[Span]:
+    # The level as a plain int (which every level argument accepts):
+    # converting an int is cheaper than converting the enum member.
+    at = int(level)
+
+    def level_span(
+        name: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
+    ) -> Span:
+        if target is None:
+            target = sys._getframe(1).f_globals.get("__name__", "")
+        return default_registry().span(name, target=target, level=at, parent=parent, **fields)
+
+    return _named(level_span, level, f"{level.name.lower()}_span", "span")
+
+
+def _event_at(level: Level) -> _AtLevel[None]:
+    at = int(level)
+
+    def level_event(
+        message: str,
+        /,
+        *,
+        target: str | None = None,
+        parent: _ParentLike = CURRENT,
+        **fields: object,
+    ) -> None:
+        if target is None:
+            target = sys._getframe(1).f_globals.get("__name__", "")
+        default_registry().event(message, level=at, target=target, parent=parent, **fields)
+
+    return _named(level_event, level, level.name.lower(), "event")
+
+
+def _named(func: _F, level: Level, name: str, what: str) -> _F:
+    """`func` as the module's function `name`, down to the name of its code
+    object, which tracebacks and profilers show."""
+    article = "An" if level.name[0] in "AEIOU" else "A"
+    func.__doc__ = (
+        f"{article} ``{level.name}`` {what} on the default registry (``tracing``'s ``{name}!``)."
     )
+    func.__name__ = func.__qualname__ = name
+    if sys.version_info >= (3, 11):
+        func.__code__ = func.__code__.replace(co_name=name, co_qualname=name)
+    else:  # pragma: no cover - the interpreter
+        func.__code__ = func.__code__.replace(co_name=name)
+    return func
 
 
-def trace(
-    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> None:
-    """A ``TRACE`` event on the default registry (``tracing``'s ``trace!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    pykregistry.default_registry().event(
-        message, level=_TRACE, target=target, parent=parent, **fields
-    )
+trace_span = _span_at(Level.TRACE)
+debug_span = _span_at(Level.DEBUG)
+info_span = _span_at(Level.INFO)
+warn_span = _span_at(Level.WARN)
+error_span = _span_at(Level.ERROR)
 
-
-def debug(
-    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> None:
-    """A ``DEBUG`` event on the default registry (``tracing``'s ``debug!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    pykregistry.default_registry().event(
-        message, level=_DEBUG, target=target, parent=parent, **fields
-    )
-
-
-def info(
-    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> None:
-    """An ``INFO`` event on the default registry (``tracing``'s ``info!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    pykregistry.default_registry().event(
-        message, level=_INFO, target=target, parent=parent, **fields
-    )
-
-
-def warn(
-    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> None:
-    """A ``WARN`` event on the default registry (``tracing``'s ``warn!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    pykregistry.default_registry().event(
-        message, level=_WARN, target=target, parent=parent, **fields
-    )
-
-
-def error(
-    message: str, /, *, target: str | None = None, parent: _ParentLike = CURRENT, **fields: object
-) -> None:
-    """An ``ERROR`` event on the default registry (``tracing``'s ``error!``)."""
-    if target is None:
-        target = sys._getframe(1).f_globals.get("__name__", "")
-    pykregistry.default_registry().event(
-        message, level=_ERROR, target=target, parent=parent, **fields
-    )
+trace = _event_at(Level.TRACE)
+debug = _event_at(Level.DEBUG)
+info = _event_at(Level.INFO)
+warn = _event_at(Level.WARN)
+error = _event_at(Level.ERROR)
 
 
 # === the current span ===
@@ -224,7 +178,7 @@ def error(
 def current(registry: Registry | None = None) -> SpanRef | None:
     """A view of the calling thread's or task's current span on
     ``registry`` (the default registry unless given), or ``None``."""
-    reg = registry if registry is not None else pykregistry.default_registry()
+    reg = registry if registry is not None else default_registry()
     if not isinstance(reg, Registry):
         raise TypeError(f"registry must be a pykregistry.Registry, not {type(reg).__name__}")
     sid = reg.current_span()

@@ -57,6 +57,19 @@ def test_callsite_on_the_default_registry() -> None:
     assert len(default) == before
 
 
+def test_callsite_follows_the_swapped_default_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The native constructor asks ``pykregistry._default`` for the default
+    registry at each call, as the shortcuts do: one place holds it."""
+    swapped = pykregistry.Registry()
+    monkeypatch.setattr(pykregistry._default, "_DEFAULT", swapped)
+    assert pykregistry.default_registry() is swapped
+    cs = Callsite("db.query")
+    assert cs.registry is swapped
+    with cs.span() as span:
+        assert swapped.current_span() == span.id
+    assert len(swapped) == 0
+
+
 def test_callsite_with_registry_keyword(make: Any) -> None:
     reg = make()
     cs = Callsite("x", registry=reg)

@@ -832,7 +832,7 @@ def test_instrument_async_generator_abandoned_is_closed_by_the_loop(
 
 def test_instrument_default_registry_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     layer = Spans()
-    monkeypatch.setattr(pykregistry, "_DEFAULT", Registry(layers=[layer]))
+    monkeypatch.setattr(pykregistry._default, "_DEFAULT", Registry(layers=[layer]))
 
     @pykregistry.instrument(level="warn")
     def f() -> None:

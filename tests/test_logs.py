@@ -135,7 +135,7 @@ def test_filter_per_task(reg: Registry, logger: logging.Logger) -> None:
 def test_filter_uses_default_registry(
     logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pykregistry, "_DEFAULT", Registry())
+    monkeypatch.setattr(pykregistry._default, "_DEFAULT", Registry())
     keep = Keep()
     keep.addFilter(SpanFilter())
     logger.addHandler(keep)

@@ -49,3 +49,48 @@ def test_stubtest_passes_on_the_whole_package() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_version_is_the_installed_distributions() -> None:
+    """``pykregistry.__version__`` comes from the build: the metadata of the
+    installed distribution (editable or wheel), not a constant to bump."""
+    import pykregistry
+
+    assert pykregistry.__version__ == importlib.metadata.version("pykregistry")
+    assert "__version__" in dir(pykregistry)
+
+
+def test_the_build_takes_the_version_from_cargo_toml() -> None:
+    """maturin sets the distribution's version from the bindings crate,
+    whose version is the workspace's: one number to change for a release.
+    (A pre-release would differ in spelling: Cargo's ``1.0.0-alpha.1`` is
+    PEP 440's ``1.0.0a1``.)"""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text(encoding="utf-8"))
+    assert importlib.metadata.version("pykregistry") == cargo["workspace"]["package"]["version"]
+
+
+def test_importing_pykregistry_leaves_importlib_metadata_unimported() -> None:
+    """Reading the version costs as much as importing pykregistry; only
+    asking for ``__version__`` pays it."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "before = 'importlib.metadata' in sys.modules\n"
+            "import pykregistry\n"
+            "after = 'importlib.metadata' in sys.modules\n"
+            "print(before, after, pykregistry.__version__)\n",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    before, after, version = done.stdout.split()
+    if before == "True":
+        pytest.skip("this interpreter's start-up imports importlib.metadata")
+    assert after == "False"
+    assert version == importlib.metadata.version("pykregistry")

@@ -8,6 +8,8 @@ reach other tests.
 
 from __future__ import annotations
 
+import inspect
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,7 +51,7 @@ class Log:
 def log(monkeypatch: pytest.MonkeyPatch) -> Iterator[Log]:
     layer = Log()
     registry = Registry(layers=[layer])
-    monkeypatch.setattr(pykregistry, "_DEFAULT", registry)
+    monkeypatch.setattr(pykregistry._default, "_DEFAULT", registry)
     assert pykregistry.default_registry() is registry
     yield layer
     assert len(registry) == 0
@@ -219,7 +221,7 @@ def test_in_scope_records_and_propagates_exceptions(reg: Registry) -> None:
 
 def test_shortcuts_on_filtered_default_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     layer = Log()
-    monkeypatch.setattr(pykregistry, "_DEFAULT", Registry(filter="warn", layers=[layer]))
+    monkeypatch.setattr(pykregistry._default, "_DEFAULT", Registry(filter="warn", layers=[layer]))
     with pykregistry.info_span("quiet") as quiet:
         assert quiet.disabled
         assert pykregistry.current() is None
@@ -252,3 +254,37 @@ def test_shortcuts_are_exported() -> None:
     ):
         assert name in pykregistry.__all__, name
         assert getattr(pykregistry, name).__doc__, name
+
+
+@pytest.mark.parametrize("level", list(Level))
+def test_level_shortcuts_look_written_out(level: Level) -> None:
+    """The per-level shortcuts are generated; each still reads as a function
+    of the module: its name everywhere (code object included, so tracebacks
+    and profilers tell them apart), its docstring, its signature, pickling."""
+    word = level.name.lower()
+    article = "An" if word in ("info", "error") else "A"
+    for name, what, first, returns in (
+        (f"{word}_span", "span", "name", "Span"),
+        (word, "event", "message", "None"),
+    ):
+        func = getattr(pykregistry, name)
+        assert func is getattr(pykregistry.shortcuts, name)
+        assert func.__module__ == "pykregistry.shortcuts"
+        assert func.__name__ == func.__qualname__ == func.__code__.co_name == name
+        assert func.__doc__ == (
+            f"{article} ``{level.name}`` {what} on the default registry "
+            f"(``tracing``'s ``{name}!``)."
+        )
+        assert str(inspect.signature(func)) == (
+            f"({first}: 'str', /, *, target: 'str | None' = None, "
+            f"parent: '_ParentLike' = CURRENT, **fields: 'object') -> '{returns}'"
+        )
+        assert pickle.loads(pickle.dumps(func)) is func
+
+
+def test_a_shortcut_in_a_traceback_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pykregistry._default, "_DEFAULT", Registry(strict=True))
+    with pytest.raises(TypeError) as raised:
+        pykregistry.warn_span(1)  # type: ignore[arg-type]
+    names = [entry.name for entry in raised.traceback]
+    assert "warn_span" in names

@@ -592,6 +592,40 @@ def test_fixture_imported_without_the_plugin_still_checks(pytester: pytest.Pytes
     assert "'never closed'" in result.stdout.str()
 
 
+def test_plugin_modules_are_not_rewritten(pytester: pytest.Pytester) -> None:
+    """The package and each of its modules opt out of pytest's assertion
+    rewriting (their assertions carry their own messages): loading the
+    plugin marks every module under it for rewriting, and the modules are
+    imported after that."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import sys
+
+            def test_not_rewritten(span_registry):
+                names = sorted(n for n in sys.modules if n.startswith("pykregistry.testing"))
+                assert len(names) == 6, names
+                rewritten = [n for n in names if "@py_builtins" in vars(sys.modules[n])]
+                assert rewritten == []
+            """
+        )
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(passed=1)
+
+
+def test_every_name_imports_from_the_package() -> None:
+    """The package's modules are an implementation detail: what the single
+    module ``pykregistry.testing`` defined still imports from it."""
+    import pykregistry.testing as testing
+
+    extras = ["Outcome", "span_registry", "pytest_runtest_makereport"]
+    for name in [*testing.__all__, *extras]:
+        assert hasattr(testing, name), name
+    assert testing.span_registry is testing.plugin.span_registry
+
+
 def test_testing_without_hypothesis_says_what_to_install() -> None:
     """Without hypothesis, importing pykregistry.testing fails with an
     ImportError that says what to install (and pykregistry itself imports)."""

@@ -110,7 +110,7 @@ impl Callsite {
             return Callsite::new(registry, name, target, level, fields);
         }
         let default = py
-            .import("pykregistry")?
+            .import("pykregistry._default")?
             .getattr("default_registry")?
             .call0()?
             .cast_into::<PyRegistry>()?;

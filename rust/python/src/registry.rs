@@ -513,7 +513,8 @@ impl PyRegistry {
             None => PyDict::new(py),
         };
         kwargs.set_item("registry", slf)?;
-        py.import("pykregistry.instrumentation")?
+        // Set there by `pykregistry.instrumentation`: no import reaches up.
+        py.import("pykregistry._default")?
             .getattr("instrument")?
             .call(args, Some(&kwargs))
     }

@@ -1,0 +1,48 @@
+"""The process-wide state that the native module and the ergonomic layer
+share: the default registry, and the decorator behind ``Registry.instrument``.
+
+It sits just above the native module and imports nothing of the ergonomic
+layer, so that the native code, which looks both up here by name, never
+reaches up into ``shortcuts``, ``instrumentation`` or the package itself.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from pykregistry._native import Registry
+from pykregistry.exceptions import ConfigurationWarning
+
+
+def _registry_from_env() -> Registry:
+    # R15: a typo in the environment must not stop the traced program from
+    # importing its tracer; warn and fall back to the default filter.
+    directives = os.environ.get("PYKREGISTRY_FILTER") or None
+    try:
+        return Registry(filter=directives)
+    except ValueError as e:
+        warnings.warn(
+            f"PYKREGISTRY_FILTER={directives!r} is ignored: {e}; "
+            "the default registry uses the default filter (everything enabled)",
+            ConfigurationWarning,
+            stacklevel=2,
+        )
+        return Registry()
+
+
+_DEFAULT = _registry_from_env()
+
+
+def default_registry() -> Registry:
+    """The process-wide registry that the module-level helpers use."""
+    return _DEFAULT
+
+
+instrument: Callable[..., Any] | None = None
+"""``pykregistry.instrument``, which ``Registry.instrument`` calls with
+``registry=self``. Set by :mod:`pykregistry.instrumentation` when it is
+imported: the package imports it, so it is set before any code outside
+pykregistry runs."""
