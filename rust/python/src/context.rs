@@ -57,7 +57,7 @@ use pyo3::sync::PyOnceLock;
 
 use crate::errors::RegistryError;
 use crate::gil::GilCell;
-use crate::registry::{release, Core};
+use crate::layers::{release, Core};
 
 extern "C" {
     /// `PyThreadState_Get()->context`, borrowed; see `csrc/context.c`.

@@ -23,8 +23,19 @@ use pyo3::{BoundObject, PyTraverseError, PyVisit};
 use crate::event::Event;
 use crate::ext::SpanExt;
 use crate::live::Live;
-use crate::registry::Core;
 use crate::span_ref::SpanRef;
+
+/// The core registry as the bindings use it: its hooks are the layers.
+pub(crate) type Core = pykregistry_core::Registry<Layers>;
+
+/// Releases a reference this crate holds (a handle's or a stack entry's).
+/// Layer failures during the close are reported by the layers; a core error
+/// here would be a bookkeeping bug.
+pub(crate) fn release(core: &Core, id: Id) {
+    // An error means Python code released this reference already (an extra
+    // `try_close` on the ID): the count is already right, so ignore it.
+    let _ = core.try_close(id);
+}
 
 /// A native layer that writes spans and events somewhere (JSON lines, an
 /// exporter): handed to [`Layers::add`] beside its Python object, and

@@ -13,6 +13,7 @@ mod gil;
 mod jsonlines;
 mod layers;
 mod live;
+mod registries;
 mod registry;
 mod span;
 mod span_ref;
@@ -47,7 +48,7 @@ mod _native {
     #[pymodule_export]
     use crate::jsonlines::{_flush_json_lines, _json_lines_forked, JsonLines};
     #[pymodule_export]
-    use crate::live::_close_open_spans;
+    use crate::registries::_close_open_spans;
     #[pymodule_export]
     use crate::registry::PyRegistry;
     #[pymodule_export]

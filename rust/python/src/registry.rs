@@ -18,8 +18,7 @@ use crate::layers::{Layers, Step};
 use crate::span::Span;
 use crate::span_ref::SpanRef;
 
-/// The core registry as the bindings use it.
-pub(crate) type Core = pykregistry_core::Registry<Layers>;
+pub(crate) use crate::layers::{release, Core};
 
 /// A span registry: spans, their reference counts, one stack of entered
 /// spans per thread and asyncio task, and the layers that see it all.
@@ -141,15 +140,6 @@ fn parent_id(parent: Parent) -> Option<Id> {
         Parent::Root | Parent::Contextual(None) => None,
         Parent::Contextual(Some(id)) | Parent::Explicit(id) => Some(id),
     }
-}
-
-/// Releases a reference this crate holds (a handle's or a stack entry's).
-/// Layer failures during the close are reported by the layers; a core error
-/// here would be a bookkeeping bug.
-pub(crate) fn release(core: &Core, id: Id) {
-    // An error means Python code released this reference already (an extra
-    // `try_close` on the ID): the count is already right, so ignore it.
-    let _ = core.try_close(id);
 }
 
 impl PyRegistry {
@@ -465,7 +455,7 @@ impl PyRegistry {
             strict,
         };
         registry.core.hooks().bind(&registry.core);
-        crate::live::track(&registry.core);
+        crate::registries::track(&registry.core);
         if let Some(layers) = layers {
             for layer in layers.try_iter()? {
                 let layer = layer?;
@@ -521,11 +511,11 @@ impl PyRegistry {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         self.core.hooks().traverse(&visit)?;
-        crate::live::traverse(&self.core, &visit)
+        crate::registries::traverse(&self.core, &visit)
     }
 
     fn __clear__(&self, py: Python<'_>) {
-        crate::live::clear(py, &self.core);
+        crate::registries::clear(py, &self.core);
         self.core.hooks().clear();
     }
 

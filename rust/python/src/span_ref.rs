@@ -6,7 +6,7 @@ use pyo3::types::PyDict;
 
 use crate::convert;
 use crate::errors::closed;
-use crate::registry::Core;
+use crate::layers::Core;
 
 /// A read-only view of a span, by ID.
 ///
