@@ -33,6 +33,7 @@ import functools
 import gc
 import itertools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -48,6 +49,7 @@ import pytest
 
 import pykregistry
 from pykregistry import JsonLines, Registry, Span, SpanRef, SpanUsageWarning
+from pykregistry.logs import SpanFilter, SpanHandler
 from pykregistry.testing import LiveSpans, assert_no_leaks, leak_report
 from pykregistry.tree import TreeRecorder, render_tree
 
@@ -583,6 +585,7 @@ class LitteringLayer:
     def __init__(self) -> None:
         self.world: World | None = None
         self.events: dict[str, dict[str, object]] = {}
+        self.parents: dict[str, int | None] = {}
         self.ended: dict[str, dict[str, object]] = {}
 
     def _hook(self, name: str, span: SpanRef | None = None) -> None:
@@ -622,6 +625,7 @@ class LitteringLayer:
     def on_event(self, event: pykregistry.Event) -> None:
         if not event.message.startswith(("fin", "hook")):
             self.events[event.message] = event.fields
+            self.parents[event.message] = event.parent_id
         self._hook("on_event")
 
     def on_enter(self, span: SpanRef) -> None:
@@ -1043,6 +1047,55 @@ def scenario_instrument(world: World) -> dict[str, Any]:
     return {}
 
 
+def scenario_logging(world: World) -> dict[str, Any]:
+    """The logging integration: ``SpanHandler`` turns records (hostile
+    arguments, extras and exceptions included) into events on the current
+    span, and ``SpanFilter`` puts the current span on each record."""
+    reg = world.reg
+    layer = littering(world)
+    OddError.world = world
+    logger = logging.getLogger("gc_pressure")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(SpanHandler(reg))
+    kept: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            kept.append(record)
+
+    keep = Keep()
+    keep.addFilter(SpanFilter(reg))
+    logger.addHandler(keep)
+    for i in range(20):
+        with reg.span("request", i=i) as request, reg.span("db") as db:
+            logger.info(
+                "got %s", Noisy(world, "arg"), extra={"noisy": Noisy(world, "x"), "n": HUGE}
+            )
+            fields = own(layer.events["got arg"])
+            assert (fields["noisy"], fields["n"], fields["log.level"]) == (
+                "Noisy('x')",
+                HUGE,
+                "INFO",
+            )
+            assert layer.parents["got arg"] == db.id
+            try:
+                raise OddError()
+            except OddError:
+                logger.exception("failed")
+            fields = own(layer.events["failed"])
+            assert fields["exception.type"] == "OddError"
+            assert fields["exception.message"] == ""
+            assert layer.parents["failed"] == db.id
+            record = kept[-1]
+            assert record.span_id == db.id  # type: ignore[attr-defined]
+            assert record.span_path == "request>db"  # type: ignore[attr-defined]
+            assert request.id is not None
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    return {}
+
+
 def scenario_layers(world: World) -> dict[str, Any]:
     """``TreeRecorder`` and ``LiveSpans`` added while the collector runs,
     beside the littering layer, with their readers called under pressure:
@@ -1192,6 +1245,7 @@ SCENARIOS: dict[str, Callable[..., dict[str, Any]]] = {
     "asyncio": scenario_asyncio,
     "threads": scenario_threads,
     "instrument": scenario_instrument,
+    "logging": scenario_logging,
     "layers": scenario_layers,
     "jsonlines": scenario_jsonlines,
 }
@@ -1297,6 +1351,7 @@ def assert_pressure(summary: dict[str, Any], *, conversions: bool = False) -> No
         ("asyncio", True),
         ("threads", False),
         ("instrument", True),
+        ("logging", True),
         ("layers", False),
     ],
 )
