@@ -799,7 +799,17 @@ def scenario_nesting(world: World) -> dict[str, Any]:
                 assert current.id == mid.id
                 reg.event("tick", i=i)
                 mid.follows_from(outer)
+                clone = outer.clone()
+                assert reg.ref_count(oid) == 4  # and the clone
+                clone.close()
             assert reg.ref_count(oid) == 2
+            # The module-level shortcuts, on the default registry.
+            with pykregistry.info_span("shortcut", i=i) as short:
+                pykregistry.info("shortcut.tick", noisy=Noisy(world, "s"))
+                shown = pykregistry.current()
+                assert shown is not None
+                assert shown.id == short.id
+            assert len(pykregistry.default_registry()) == 0
             exc = UserError()
             raises_unchanged(exc, functools.partial(_raise_in_span, reg, "user", exc))
             assert own(ended["user"]) == {
