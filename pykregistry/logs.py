@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pykregistry import _default
@@ -146,13 +147,8 @@ class SpanHandler(logging.Handler):
             }
             if record.exc_info and record.exc_info[1] is not None:
                 exc = record.exc_info[1]
-                cls = type(exc)
-                fields["exception.type"] = (
-                    cls.__qualname__
-                    if cls.__module__ == "builtins"
-                    else f"{cls.__module__}.{cls.__qualname__}"
-                )
-                fields["exception.message"] = str(exc)
+                fields["exception.type"] = _exception_type(type(exc))
+                fields["exception.message"] = _text(lambda: str(exc)) or ""
                 fields["exception.stacktrace"] = record.exc_text or logging.Formatter(
                     "%(message)s"
                 ).formatException(record.exc_info)
@@ -164,3 +160,22 @@ class SpanHandler(logging.Handler):
             self.handleError(record)
         finally:
             local.emitting = False
+
+
+def _exception_type(cls: type[BaseException]) -> str:
+    """R15: an exception's type as a span records it, whatever its class
+    looks like: ``module.QualName``, or the name alone for builtins and a
+    ``__module__`` that is not a str."""
+    name = _text(lambda: cls.__qualname__) or _text(lambda: cls.__name__) or "?"
+    module = _text(lambda: cls.__module__)
+    return name if module is None or module == "builtins" else f"{module}.{name}"
+
+
+def _text(get: Callable[[], object]) -> str | None:
+    """What `get()` gives, if that is a str; ``None`` if it is not, or raises
+    (an exception's ``__str__``, a class's odd ``__module__``)."""
+    try:
+        value = get()
+    except Exception:
+        return None
+    return value if isinstance(value, str) else None

@@ -277,4 +277,22 @@ def _event_line(event: RecordedEvent, bullet: str) -> str:
 
 
 def _fields(fields: dict[str, object]) -> str:
-    return " ".join(f"{k}={v!r}" for k, v in fields.items())
+    return " ".join(f"{k}={_value(v)}" for k, v in fields.items())
+
+
+def _value(value: object) -> str:
+    """A field value as ``repr()`` shows it. R10 keeps ints of any size,
+    but ``repr()`` refuses those past ``sys.get_int_max_str_digits()``:
+    they show in hexadecimal, as JSON lines writes them (``int(s, 0)``
+    reads either)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return repr(value)
+        except ValueError:
+            return hex(value)
+    if isinstance(value, (list, tuple)):
+        items = ", ".join(_value(v) for v in value)
+        if isinstance(value, list):
+            return f"[{items}]"
+        return f"({items},)" if len(value) == 1 else f"({items})"
+    return repr(value)

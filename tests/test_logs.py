@@ -295,3 +295,46 @@ def test_handler_and_filter_together(logger: logging.Logger) -> None:
         logger.info("x")
     # The filter's attributes are not copied into the event's fields.
     assert not any(k.startswith("span_") for k in layer.events[0]["fields"])
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+class _Ends:
+    """Keeps the fields of the last span that ended."""
+
+    fields: dict[str, object]
+
+    def on_end(self, span: pykregistry.SpanRef) -> None:
+        self.fields = span.fields
+
+
+@pytest.mark.parametrize(
+    ("module", "exc_type"),
+    [(None, "Odd"), (42, "Odd"), ("builtins", "Odd"), ("app.errors", "app.errors.Odd")],
+)
+def test_handler_records_exceptions_whatever_their_class(
+    logger: logging.Logger, capsys: pytest.CaptureFixture[str], module: object, exc_type: str
+) -> None:
+    """R15: an exception whose `__str__` raises was dropped with a "Logging
+    error" on stderr, and an odd `__module__` named its type `None.Odd`.
+    The event is emitted, with the exception named and described as a span
+    records it (`exception.message` empty when `str()` raises)."""
+    layer, ends = Events(), _Ends()
+    reg = Registry(layers=[layer, ends])
+    logger.addHandler(SpanHandler(reg))
+    odd = type("Odd", (_Unprintable,), {"__module__": module})
+    with pytest.raises(odd), reg.span("s"):
+        raise odd()
+    try:
+        raise odd()
+    except odd:
+        logger.exception("failed")
+    (event,) = layer.events
+    fields = event["fields"]
+    assert fields["exception.type"] == exc_type == ends.fields["exception.type"]
+    assert fields["exception.message"] == "" == ends.fields["exception.message"]
+    assert "Traceback" in fields["exception.stacktrace"]
+    assert capsys.readouterr().err == ""

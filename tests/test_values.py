@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import pykregistry
 from pykregistry import JsonLines, Registry
+from pykregistry.tree import TreeRecorder
 
 SURROGATE_NAME = os.fsdecode(b"caf\xe9.txt")  # 'caf\udce9.txt'
 LIMIT = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 4300
@@ -125,3 +126,21 @@ def test_r10_property_text_and_ints_read_back(value: Any) -> None:
         got = s.ref.fields["v"]
     assert got == value
     assert type(got) is type(value)
+
+
+def test_r10_tree_recorder_renders_every_value(reg: Registry) -> None:
+    """`repr()` of an int past the decimal limit raises ValueError, so
+    `TreeRecorder.render()` raised on a span holding one (found by the
+    garbage-collection pressure harness): it shows such ints in hex."""
+    recorder = TreeRecorder()
+    reg.add_layer(recorder)
+    with reg.span("s", **EXACT), reg.span("inner", one=(HUGE,), few=[HUGE, 1]):
+        reg.event("e", huge=HUGE)
+    drawn = recorder.render()
+    assert f"past_the_str_limit={hex(HUGE)}" in drawn
+    assert f"one=({hex(HUGE)},)" in drawn
+    assert f"few=[{hex(HUGE)}, 1]" in drawn
+    assert f"huge={hex(HUGE)}" in drawn
+    assert "surrogates='caf\\udce9.txt'" in drawn
+    assert "bools=(True, False)" in drawn
+    assert "empty=[]" in drawn
