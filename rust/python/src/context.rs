@@ -177,6 +177,9 @@ fn var(py: Python<'_>) -> PyResult<&Py<PyAny>> {
 /// variable (it can be reached, and set, through `copy_context()`) reads
 /// as the empty stack.
 fn top(py: Python<'_>) -> PyResult<Option<Bound<'_, Entry>>> {
+    if let Some(view) = overlay_get(py) {
+        return Ok(view);
+    }
     let var = var(py)?;
     let mut value: *mut ffi::PyObject = ptr::null_mut();
     // SAFETY: `var` is a ContextVar; `value` receives a new reference or NULL.
@@ -205,6 +208,7 @@ fn top(py: Python<'_>) -> PyResult<Option<Bound<'_, Entry>>> {
 /// and what is current, and the next enter or exit there trims the view.
 fn set_top(py: Python<'_>, top: Option<&Bound<'_, Entry>>) -> PyResult<()> {
     if COLLECTING.try_with(Cell::get).unwrap_or(0) > 0 {
+        overlay_set(py, top);
         return Ok(());
     }
     let var = var(py)?;
@@ -230,16 +234,70 @@ thread_local! {
     /// it, and other threads (which may run meanwhile, when a finalizer
     /// lets the GIL go) set their own contexts' variables safely.
     static COLLECTING: Cell<u32> = const { Cell::new(0) };
+    /// While a collection runs on this thread: the views `set_top` could
+    /// not write to the variable, by context address (`None`: the empty
+    /// stack). Read first by `top`, so that what a finalizer enters it can
+    /// exit by ID, and sees as current; dropped when the collection ends.
+    static OVERLAY: RefCell<Vec<(usize, Option<Py<Entry>>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The calling context's view kept in [`OVERLAY`], if a collection is
+/// running and set one: `Some(None)` for an empty stack.
+#[allow(clippy::option_option)]
+fn overlay_get(py: Python<'_>) -> Option<Option<Bound<'_, Entry>>> {
+    if COLLECTING.try_with(Cell::get).unwrap_or(0) == 0 {
+        return None;
+    }
+    let ctx = context_address();
+    OVERLAY
+        .try_with(|o| {
+            o.borrow()
+                .iter()
+                .find(|(c, _)| *c == ctx)
+                .map(|(_, e)| e.as_ref().map(|e| e.bind(py).clone()))
+        })
+        .ok()
+        .flatten()
+}
+
+fn overlay_set(py: Python<'_>, top: Option<&Bound<'_, Entry>>) {
+    let ctx = context_address();
+    let value = top.map(|t| t.clone().unbind());
+    let old = OVERLAY.try_with(|o| {
+        let mut o = o.borrow_mut();
+        if let Some(slot) = o.iter_mut().find(|(c, _)| *c == ctx) {
+            std::mem::replace(&mut slot.1, value)
+        } else {
+            o.push((ctx, value));
+            None
+        }
+    });
+    // Dropped outside the borrow: an entry's drop runs no Python code, but
+    // keep the cell free anyway.
+    drop(old);
+    let _ = py;
 }
 
 /// `gc.callbacks` entry: counts this thread's collections in progress.
 #[pyfunction]
 pub(crate) fn _gc_phase(phase: &str, _info: &Bound<'_, PyAny>) {
-    let _ = COLLECTING.try_with(|n| match phase {
-        "start" => n.set(n.get() + 1),
-        "stop" => n.set(n.get().saturating_sub(1)),
-        _ => {}
-    });
+    let ended = COLLECTING
+        .try_with(|n| match phase {
+            "start" => {
+                n.set(n.get() + 1);
+                false
+            }
+            "stop" => {
+                n.set(n.get().saturating_sub(1));
+                n.get() == 0
+            }
+            _ => false,
+        })
+        .unwrap_or(false);
+    if ended {
+        let views = OVERLAY.try_with(|o| std::mem::take(&mut *o.borrow_mut()));
+        drop(views);
+    }
 }
 
 /// The calling context's address; 0 if the thread has none yet.
