@@ -86,6 +86,35 @@ def test_every_python_block_is_run_or_marked(page: Path) -> None:
             assert m.group("says").startswith(("prints", "writes")), m.group("says")
 
 
+def test_readme_links_to_the_docs_pages() -> None:
+    """The README is the door to docs/: its relative links work on GitHub
+    too, and it links every guide."""
+    text = README.read_text()
+    links = re.findall(r"\]\(((?!https?:)[^)#]+)(?:#[^)]*)?\)", text)
+    assert links
+    for link in links:
+        assert (ROOT / link).exists(), link
+    for guide in ("spans", "contexts", "instrument", "filters", "layers", "export", "testing"):
+        assert f"docs/{guide}.md" in links, guide
+    for page in ("semantics", "safety", "performance"):
+        assert f"docs/{page}.md" in links, page
+
+
+def test_readme_is_what_a_newcomer_needs() -> None:
+    """Under 20 KB (the rest is in docs/), with the two quick-start commands
+    as they are."""
+    text = README.read_text()
+    assert len(text.encode()) < 20_000
+    assert (
+        "```sh\n"
+        "pip install -e . && python -m pykregistry demo   "
+        "# build, install, run the demo workload\n"
+        "make test                                        "
+        "# install, then cargo test --workspace and pytest\n"
+        "```\n"
+    ) in text
+
+
 @pytest.mark.parametrize(
     ("code", "says", "out"),
     [e[1:] for e in EXAMPLES],
