@@ -5,6 +5,7 @@
 #   make install   build the native module in place (editable) + test/lint tools
 #   make test      install, then cargo test --workspace and pytest
 #   make lint      install, then rustfmt, clippy, ruff, mypy and stubtest
+#   make docs      install the docs extra, then build the site (mkdocs build --strict, into site/)
 #   make proofs    loom models of the core's races, and miri over the core's tests
 #   make long      the slow runs: long hypothesis profile, 10k proptest cases, 10M cycles, exhaustive loom
 #   make demo      install, then python -m pykregistry demo
@@ -18,7 +19,7 @@ CARGO ?= cargo
 export PYO3_PYTHON ?= $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-rust test-python lint demo bench bench-rust proofs test-loom test-miri long \
+.PHONY: help install test test-rust test-python lint docs demo bench bench-rust proofs test-loom test-miri long \
 	lint-rustfmt lint-clippy lint-ruff lint-ruff-format lint-mypy lint-stubtest
 
 help:
@@ -58,6 +59,15 @@ lint-mypy: install
 # at run time.
 lint-stubtest: install
 	$(PYTHON) -m mypy.stubtest pykregistry
+
+# The site of docs/ (mkdocs.yml). --strict: a broken link, a missing API
+# object or a docstring the reference cannot render fails the build. The
+# reference reads the native module's stubs, and imports the package only
+# for what it generates at import time (the level shortcuts): like
+# `install`, an editable install, with the docs extra instead.
+docs:
+	$(PYTHON) -m pip install -q -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict
 
 # Editable, like `install`: a plain `pip install .` would leave the checkout's
 # pykregistry/ (first on sys.path under `python -m`) without its native module.

@@ -1,6 +1,6 @@
 """Side-by-side timings of a span's with-block, as ratios in one run.
 
-    python -m pykregistry bench [--rounds 15] [--number 100000]
+    python -m pykregistry bench [--rounds 15] [--number 100000] [--markdown]
 
 Each case is timed in interleaved rounds (every case once per round, so
 machine noise hits all of them alike); the table gives the median ns per
@@ -8,8 +8,12 @@ operation and its ratios to an empty ``with CM():`` over a Python class, to
 P1 (``with reg.span("x"):``) and to a plain function call, all measured in
 the same rounds. The OpenTelemetry SDK row appears when ``opentelemetry-sdk``
 is installed. Memory per live span is the growth of resident memory while
-200,000 handles are held (Linux: read from ``/proc``). The test suite runs
-this only to check the table's shape: timings belong in benchmarks, never in
+200,000 handles are held (Linux: read from ``/proc``). Each target of the
+specification that this measures (P1-P5, P8, P13) is shown beside its
+measure, met or not. ``--markdown`` prints the same as Markdown tables after a
+line saying when, how and on what machine they were measured: the docs'
+figures page is that output (``docs/figures.md``). The test suite runs this
+only to check the tables' shape: timings belong in benchmarks, never in
 assertions.
 """
 
@@ -17,16 +21,21 @@ from __future__ import annotations
 
 import argparse
 import contextvars
+import datetime
 import gc
 import importlib
+import importlib.metadata
 import itertools
 import os
+import platform
+import re
 import statistics
 import sys
 import tempfile
 import time
 import timeit
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pykregistry
@@ -108,6 +117,25 @@ def bytes_per_live_span(make: Callable[[], object], n: int = 200_000) -> float:
 
 
 # --- cases -------------------------------------------------------------------
+
+# The cases the targets are computed from, by name.
+BASELINE = "empty with CM()"
+P1 = "P1 with reg.span('x')"
+P2 = "P2 3 nested"
+CALL = "plain call f()"
+P8 = "P8 JsonLines layer writing a file"
+OTEL = "OpenTelemetry SDK, no processor"
+# Their words in the targets' table, with `code` marked.
+P3_CASES = {
+    "P3 filtered out, callsite": "`with callsite.span():`",
+    "P3 filtered out, reg.span(level=str)": '`with reg.span("x", level="trace"):`',
+    "P3 filtered out, level=Level.TRACE": '`with reg.span("x", level=Level.TRACE):`',
+}
+P4_CASES = {
+    "P4 @instrument f()": "`@instrument` `f()`",
+    "P4 @instrument(ret=True) f()": "`@instrument(ret=True)` `f()`",
+    "P4 @instrument f(x), x recorded": "`@instrument` `f(x)`, `x` recorded",
+}
 
 
 def cases(
@@ -214,21 +242,21 @@ def cases(
             pass
 
     out = {
-        "empty with CM()": empty_with,
-        "P1 with reg.span('x')": p1_span,
-        "P2 3 nested": p2_nested3,
+        BASELINE: empty_with,
+        P1: p1_span,
+        P2: p2_nested3,
         "enter/exit of a held span": enter_exit_only,
         "int API new/enter/exit/close": int_api,
         "callsite.span()": callsite_span,
         "P3 filtered out, callsite": p3_filtered_callsite,
         "P3 filtered out, reg.span(level=str)": p3_filtered_span,
         "P3 filtered out, level=Level.TRACE": p3_filtered_span_enum,
-        "plain call f()": plain_call,
+        CALL: plain_call,
         "P4 @instrument f()": p4_instrumented_call,
         "P4 @instrument(ret=True) f()": p4_instrumented_ret,
         "P4 @instrument f(x), x recorded": p4_instrumented_arg,
         "P4 @instrument f(), filtered out": p4_filtered_instrumented_call,
-        "P8 JsonLines layer writing a file": p8_json_lines,
+        P8: p8_json_lines,
         "pure-Python registry": pure_python,
     }
     try:
@@ -240,7 +268,7 @@ def cases(
             with tracer.start_as_current_span("x"):
                 pass
 
-        out["OpenTelemetry SDK, no processor"] = otel
+        out[OTEL] = otel
     except ImportError:
         pass
     return out
@@ -259,55 +287,264 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m pykregistry bench``."""
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
     parser.add_argument("--number", type=int, default=100_000, help="operations per case per round")
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the targets and every case as Markdown tables, with a line saying how, "
+        "when and where they were measured (docs/figures.md is this output)",
+    )
+
+
+# --- the targets -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of SPEC section 6 beside its measure in this run."""
+
+    rule: str
+    """``"P1"`` .. ``"P13"``."""
+    what: str
+    """What is measured, in words."""
+    measured: str
+    """The measure as shown, with the figures it comes from."""
+    target: str
+    """The target as shown (``"<= 2.00x"``)."""
+    met: bool | None
+    """Whether the measure meets the target; ``None`` when not measured."""
+
+
+@dataclass(frozen=True)
+class Results:
+    """What one run measured: every case's ns per operation, per round."""
+
+    samples: dict[str, list[float]]
+    nested_10_ns: float
+    nested_20000_ns: float
+    bytes_per_span: float | None
+    bytes_per_pure_span: float | None
+
+    def median(self, case: str) -> float:
+        """The case's median ns per operation."""
+        return statistics.median(self.samples[case])
+
+
+def at_most(rule: str, what: str, value: float, limit: float, unit: str, detail: str) -> Target:
+    """A target met when ``value <= limit``."""
+    shown = f"{value:.2f}{unit}" if unit == "x" else f"{value:,.0f} {unit}"
+    limit_shown = f"{limit:.2f}{unit}" if unit == "x" else f"{limit:,.0f} {unit}"
+    return Target(rule, what, f"{shown} ({detail})", f"<= {limit_shown}", value <= limit)
+
+
+def targets(results: Results) -> list[Target]:
+    """The targets of SPEC section 6 that this command measures (P1-P5, P8,
+    P13), each beside its measure."""
+    base = results.median(BASELINE)
+    p1 = results.median(P1)
+    call = results.median(CALL)
+    out = [
+        at_most(
+            "P1",
+            '`with reg.span("x"):` / `with CM():`',
+            p1 / base,
+            1.5 if sys.version_info >= (3, 14) else 2.0,
+            "x",
+            f"{p1:,.0f} vs {base:,.0f} ns",
+        )
+    ]
+    if OTEL in results.samples:
+        otel = results.median(OTEL)
+        out.append(
+            Target(
+                "P1",
+                "OpenTelemetry SDK `start_as_current_span`, no processor / P1",
+                f"{otel / p1:.2f}x ({otel:,.0f} vs {p1:,.0f} ns)",
+                ">= 30x",
+                otel / p1 >= 30,
+            )
+        )
+    else:
+        out.append(
+            Target(
+                "P1",
+                "OpenTelemetry SDK `start_as_current_span`, no processor / P1",
+                "not measured: opentelemetry-sdk is not installed",
+                ">= 30x",
+                None,
+            )
+        )
+    p2 = results.median(P2)
+    out.append(at_most("P2", "3 nested / P1", p2 / p1, 3.5, "x", f"{p2:,.0f} ns"))
+    for case, what in P3_CASES.items():
+        ns = results.median(case)
+        out.append(at_most("P3", f"{what} / `with CM():`", ns / base, 0.5, "x", f"{ns:,.0f} ns"))
+    for case, what in P4_CASES.items():
+        ns = results.median(case)
+        out.append(
+            at_most(
+                "P4",
+                f"{what}: (instrumented - plain call) / P1",
+                (ns - call) / p1,
+                2.0,
+                "x",
+                f"{ns:,.0f} vs {call:,.0f} ns",
+            )
+        )
+    if results.bytes_per_span is not None:
+        out.append(
+            at_most(
+                "P5",
+                "memory per live span (handle)",
+                results.bytes_per_span,
+                160,
+                "B",
+                f"pure-Python: {results.bytes_per_pure_span:,.0f} B",
+            )
+        )
+    json_lines = results.median(P8)
+    out.append(
+        at_most(
+            "P8",
+            "`JsonLines` layer writing a file / P1",
+            json_lines / p1,
+            3.0,
+            "x",
+            f"{json_lines:,.0f} ns",
+        )
+    )
+    deep, shallow = results.nested_20000_ns, results.nested_10_ns
+    out.append(
+        at_most(
+            "P13",
+            "per span at 20,000 nested / at 10",
+            deep / shallow,
+            2.0,
+            "x",
+            f"{deep:,.0f} vs {shallow:,.0f} ns",
+        )
+    )
+    return out
+
+
+# --- running and printing ----------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
-    """Times every case and prints the table."""
+    """Times every case and prints the table (as Markdown with
+    ``--markdown``)."""
     if args.rounds < 1 or args.number < 20:
         print("bench: --rounds must be >= 1 and --number >= 20", file=sys.stderr)
         return 2
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    results = measure(args.rounds, args.number)
+    if args.markdown:
+        print_markdown(results, args, started, load)
+    else:
+        print_text(results, args)
+    return 0
+
+
+def measure(rounds: int, number: int) -> Results:
+    """Runs every case ``rounds`` times, interleaved, ``number`` operations
+    each, then the nesting (P13) and memory (P5) measures."""
     after_round: list[Callable[[], None]] = []
     at_end: list[Callable[[], None]] = []
     timed = cases(after_round, at_end)
     samples: dict[str, list[float]] = {name: [] for name in timed}
     try:
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for name, fn in timed.items():
-                number = args.number // 20 if name.startswith("OpenTelemetry") else args.number
-                samples[name].append(timeit.timeit(fn, number=number) / number * 1e9)
+                n = number // 20 if name == OTEL else number
+                samples[name].append(timeit.timeit(fn, number=n) / n * 1e9)
             for step in after_round:
                 step()
     finally:
         for step in at_end:
             step()
 
-    base = statistics.median(samples["empty with CM()"])
-    p1 = statistics.median(samples["P1 with reg.span('x')"])
-    call = statistics.median(samples["plain call f()"])
-    print(f"CPython {sys.version.split()[0]}, {args.rounds} interleaved rounds\n")
-    print(f"{'case':36} {'median ns':>10} {'x CM()':>8} {'x P1':>7} {'x f()':>7}")
-    for name, values in samples.items():
-        med = statistics.median(values)
-        print(f"{name:36} {med:10.0f} {med / base:8.2f} {med / p1:7.2f} {med / call:7.2f}")
-
     reg = pykregistry.Registry()
-    shallow = nested_ns_per_span(reg, 10, max(args.rounds, 5) * 200)
-    deep = nested_ns_per_span(reg, 20_000, max(args.rounds, 5))
-    print("\ntargets (SPEC section 6):")
-    print(f"  P1  with reg.span('x') / with CM()      {p1 / base:6.2f}x   target <= 2.00x")
-    print(
-        f"  P13 per span at 20,000 nested / at 10   {deep / shallow:6.2f}x   target <= 2.00x"
-        f"  ({deep:.0f} vs {shallow:.0f} ns)"
-    )
+    shallow = nested_ns_per_span(reg, 10, max(rounds, 5) * 200)
+    deep = nested_ns_per_span(reg, 20_000, max(rounds, 5))
+    per_span = per_pure = None
     if os.path.exists(f"/proc/{os.getpid()}/statm"):
         per_span = bytes_per_live_span(lambda: reg.span("x"))
         pure = PurePythonRegistry()
         per_pure = bytes_per_live_span(lambda: pure.span("x"))
+    return Results(samples, shallow, deep, per_span, per_pure)
+
+
+def print_text(results: Results, args: argparse.Namespace) -> None:
+    """The table for a terminal."""
+    base, p1, call = (results.median(c) for c in (BASELINE, P1, CALL))
+    print(f"CPython {sys.version.split()[0]}, {args.rounds} interleaved rounds\n")
+    print(f"{'case':36} {'median ns':>10} {'x CM()':>8} {'x P1':>7} {'x f()':>7}")
+    for name in results.samples:
+        med = results.median(name)
+        print(f"{name:36} {med:10.0f} {med / base:8.2f} {med / p1:7.2f} {med / call:7.2f}")
+    print("\ntargets (SPEC section 6):")
+    for t in targets(results):
+        met = {True: "met", False: "NOT MET", None: "not measured"}[t.met]
+        what = t.what.replace("`", "")
+        print(f"  {t.rule:<4}{what:60} {t.measured}   target {t.target}   {met}")
+
+
+def print_markdown(
+    results: Results, args: argparse.Namespace, started: datetime.datetime, load: float | None
+) -> None:
+    """The tables as Markdown, after a line saying how, when and where."""
+    base, p1, call = (results.median(c) for c in (BASELINE, P1, CALL))
+    print(
+        f"Generated by `python -m pykregistry bench --markdown` on "
+        f"{started:%Y-%m-%d %H:%M} UTC: {args.rounds} interleaved round"
+        f"{'s' if args.rounds != 1 else ''} of "
+        f"{args.number:,} operations per case, medians; {machine(load)}. "
+        "Do not edit by hand: regenerate it."
+    )
+    print()
+    print("| # | what | measured | target | met |")
+    print("| --- | --- | --- | --- | --- |")
+    for t in targets(results):
+        met = {True: "met", False: "**not met**", None: "not measured"}[t.met]
+        print(f"| {t.rule} | {cell(t.what)} | {cell(t.measured)} | {cell(t.target)} | {met} |")
+    print()
+    times = "\N{MULTIPLICATION SIGN}"
+    print(f"| case | median ns | {times} `with CM():` | {times} P1 | {times} `f()` |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name in results.samples:
+        med = results.median(name)
         print(
-            f"  P5  memory per live span (handle)       {per_span:6.0f} B   target <= 160 B"
-            f"  (pure-Python: {per_pure:.0f} B)"
+            f"| {cell(name)} | {med:,.0f} | {med / base:.2f} | {med / p1:.2f} | {med / call:.2f} |"
         )
-    return 0
+
+
+def cell(text: str) -> str:
+    """``text`` as the content of a Markdown table cell: ``<=``, ``>=`` and
+    ratios' ``x`` as signs, pipes escaped."""
+    text = text.replace("|", "\\|").replace("<=", "≤").replace(">=", "≥")
+    return re.sub(r"(\d)x\b", "\\1\N{MULTIPLICATION SIGN}", text)
+
+
+def machine(load: float | None) -> str:
+    """The interpreter and machine, in words."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if models:
+            cpu = models[0]
+    except OSError:
+        pass
+    try:
+        otel = f"opentelemetry-sdk {importlib.metadata.version('opentelemetry-sdk')}"
+    except importlib.metadata.PackageNotFoundError:
+        otel = "without opentelemetry-sdk"
+    loaded = f", load average {load:.1f} at the start" if load is not None else ""
+    return (
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{platform.system()} {platform.release()} {platform.machine()}, "
+        f"{os.cpu_count()} CPUs ({cpu}){loaded}; {otel}"
+    )
 
 
 if __name__ == "__main__":
