@@ -80,9 +80,9 @@ pub struct RemoteParent {
 impl RemoteParent {
     /// The remote parent a `traceparent` header and the `tracestate`
     /// header (all of its fields, combined with `,`) name, or `None` if the
-    /// `traceparent` is missing from the arguments' point of view: invalid.
-    /// A malformed `tracestate` is dropped; it never invalidates the
-    /// `traceparent`.
+    /// `traceparent` is invalid (the caller then starts a new trace). A
+    /// malformed `tracestate` is dropped; it never invalidates the
+    /// `traceparent`, and it is not read when the `traceparent` is invalid.
     #[must_use]
     pub fn from_headers(traceparent: &[u8], tracestate: Option<&[u8]>) -> Option<Self> {
         let (span, flags) = parse_traceparent(traceparent)?;
