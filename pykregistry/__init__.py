@@ -26,8 +26,10 @@ from pykregistry._native import (
     Event,
     JsonLines,
     Registry,
+    RemoteParent,
     Span,
     SpanRef,
+    inject,
 )
 from pykregistry.exceptions import (
     CapacityError,
@@ -40,6 +42,7 @@ from pykregistry.exceptions import (
 )
 from pykregistry.instrumentation import instrument
 from pykregistry.level import Level
+from pykregistry.propagation import extract
 from pykregistry.shortcuts import (
     current,
     debug,
@@ -70,6 +73,7 @@ __all__ = [
     "Level",
     "Registry",
     "RegistryError",
+    "RemoteParent",
     "Span",
     "SpanClosedError",
     "SpanNotFoundError",
@@ -83,9 +87,11 @@ __all__ = [
     "error",
     "error_span",
     "event",
+    "extract",
     "in_scope",
     "info",
     "info_span",
+    "inject",
     "instrument",
     "span",
     "trace",

@@ -1,7 +1,8 @@
 """The command line: ``python -m pykregistry COMMAND``.
 
 ``demo`` runs a short instrumented workload — nested spans with fields, two
-threads, two asyncio tasks, an exception caught inside a span — records it
+threads, two asyncio tasks, an exception caught inside a span, a child
+process that continues the trace (W3C trace context) — records it
 with a :class:`~pykregistry.tree.TreeRecorder` layer and prints the span
 tree. It exits non-zero if a span leaked or a layer failed, so it doubles as
 a smoke test of an installation.
@@ -16,11 +17,12 @@ import argparse
 import asyncio
 import os
 import re
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from pykregistry import JsonLines, Level, Registry, Span
+from pykregistry import JsonLines, Level, Registry, Span, inject
 from pykregistry import bench as bench_module
 from pykregistry.tree import TreeRecorder, render_tree
 
@@ -111,6 +113,7 @@ def _workload(registry: Registry) -> None:
         _checkout(registry)
         _threads(registry)
         asyncio.run(_tasks(registry))
+        _child_process(registry)
         # parent=None makes a root even though "demo" is current here.
         with registry.span("cache.refresh", target="demo.cache", parent=None, reason="startup"):
             pass
@@ -180,6 +183,35 @@ async def _fetch(registry: Registry, key: str) -> None:
         await asyncio.sleep(0)
         with registry.span("parse", target="demo.async", level=Level.DEBUG):
             await asyncio.sleep(0)
+
+
+# The child process: it continues the trace that its environment names, and
+# prints the ids its span got.
+_CHILD = """
+import os, pykregistry
+with pykregistry.span("child", parent=pykregistry.extract(os.environ)) as s:
+    print(f"{s.ref.trace_id:032x} {s.ref.parent_span_id:016x}")
+"""
+
+
+def _child_process(registry: Registry) -> None:
+    # W3C trace context: inject() writes the current span's `traceparent`
+    # into the child's environment; there extract() reads it back, and the
+    # child's span continues this trace, as its parent's child.
+    with registry.span("subprocess", target="demo.remote") as call:
+        env = dict(os.environ)
+        inject(env, registry=registry)
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        ref = call.ref
+        expected = f"{ref.trace_id:032x} {ref.span_id:016x}" if ref else None
+        call.record(continued_in_child=child.stdout.strip() == expected)
 
 
 def _cannot_write(path: str, error: OSError) -> int:

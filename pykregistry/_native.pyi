@@ -24,6 +24,7 @@ __all__ = [
     "Event",
     "JsonLines",
     "Registry",
+    "RemoteParent",
     "Span",
     "SpanRef",
     "_close_open_spans",
@@ -31,14 +32,16 @@ __all__ = [
     "_gc_phase",
     "_json_lines_forked",
     "_reseed_ids",
+    "inject",
 ]
 
 _LevelLike: TypeAlias = Level | str | int
 """A :class:`Level`, its case-insensitive name (``"debug"``) or its value (1-5)."""
 
-_ParentLike: TypeAlias = _Current | Span | SpanRef | int | None
+_ParentLike: TypeAlias = _Current | Span | SpanRef | int | RemoteParent | None
 """Where a new span or event hangs: ``CURRENT``, ``None``, a live span's ID,
-or a ``Span``/``SpanRef`` of a live span."""
+a ``Span``/``SpanRef`` of a live span, or a :class:`RemoteParent` (the new
+span is then a root here that continues the remote trace)."""
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -181,7 +184,8 @@ class Registry:
         ``target`` defaults to the calling module's ``__name__``, ``level``
         to ``Level.INFO`` and ``parent`` to ``CURRENT``. An explicit parent
         that is not live raises :class:`~pykregistry.SpanNotFoundError` and
-        creates nothing.
+        creates nothing. A :class:`RemoteParent` makes a root here that
+        continues the remote trace.
         """
 
     def clone_span(self, id: int) -> int:
@@ -422,6 +426,17 @@ class SpanRef:
         when that parent has closed; ``None`` for a root of a new trace."""
 
     @property
+    def trace_flags(self) -> int:
+        """The W3C trace flags of the span's trace: those of the
+        :class:`RemoteParent` its trace continues, else ``0x01`` (sampled:
+        the registry records every span)."""
+
+    @property
+    def tracestate(self) -> str | None:
+        """The W3C ``tracestate`` of the :class:`RemoteParent` the span's
+        trace continues, if it had one; :func:`inject` passes it on."""
+
+    @property
     def parent(self) -> SpanRef | None:
         """A view of the parent, or ``None`` for a root."""
 
@@ -492,11 +507,13 @@ class Event:
 
     @property
     def trace_id(self) -> int | None:
-        """The parent span's :attr:`SpanRef.trace_id`, or ``None``."""
+        """The parent span's :attr:`SpanRef.trace_id` (a remote parent's
+        :attr:`RemoteParent.trace_id`), or ``None``."""
 
     @property
     def span_id(self) -> int | None:
-        """The parent span's :attr:`SpanRef.span_id`, or ``None``."""
+        """The parent span's :attr:`SpanRef.span_id` (a remote parent's
+        :attr:`RemoteParent.span_id`), or ``None``."""
 
     @property
     def fields(self) -> dict[str, object]:
@@ -592,6 +609,112 @@ def _reseed_ids() -> None:
     and trace ids, so that the child's ids and its parent's differ."""
 
 @final
+class RemoteParent:
+    """A span in another process, as W3C trace context headers name it:
+    ``traceparent`` (its trace id, its span id and the trace flags) and
+    ``tracestate``. :func:`pykregistry.extract` reads one from a carrier;
+    given as ``parent=`` (to :meth:`Registry.span`, :meth:`Callsite.span`,
+    :meth:`Registry.event`, ...), the new span is a root in the registry
+    that continues the remote trace: its ``trace_id`` is this
+    ``trace_id`` and its ``parent_span_id`` this ``span_id``, and its
+    descendants and :func:`inject` carry the flags and ``tracestate`` on.
+
+    Immutable and hashable; equal when every field is. Pickles (to hand to
+    a ``multiprocessing`` worker, say).
+    """
+
+    def __new__(
+        cls,
+        trace_id: int,
+        span_id: int,
+        trace_flags: int = 1,
+        tracestate: str | None = None,
+    ) -> Self:
+        """``trace_id`` in ``[1, 2**128)``, ``span_id`` in ``[1, 2**64)``
+        (W3C forbids all-zero ids), ``trace_flags`` of the bits ``0x01``
+        (sampled) and ``0x02`` (random trace id) only; ``tracestate`` is
+        normalized as :meth:`from_headers` does, and ``ValueError`` if it
+        is malformed."""
+
+    @staticmethod
+    def from_headers(traceparent: object, tracestate: object = None) -> RemoteParent | None:
+        """The remote parent a ``traceparent`` header and a ``tracestate``
+        header (str or bytes; several ``tracestate`` fields joined with
+        ``,``) name; ``None`` unless the ``traceparent`` is valid. Never
+        raises.
+
+        Valid, as W3C Trace Context (Level 2) says: after optional spaces
+        and tabs, ``version-traceid-parentid-flags`` in lowercase hex (2, 32,
+        16 and 2 digits); version ``ff``, an all-zero trace id or parent id
+        are invalid; version ``00`` ends after the flags, a later version may
+        continue after a ``-``. Flags other than sampled and random are
+        reserved and cleared. A ``tracestate`` is kept normalized (members
+        joined by ``,`` without whitespace; of a repeated key the left-most);
+        a malformed member or more than 32 drops it (not the
+        ``traceparent``); longer than 512 characters, whole members are
+        removed, those over 128 characters first, then from the right."""
+
+    @property
+    def trace_id(self) -> int:
+        """The 128-bit trace id."""
+
+    @property
+    def span_id(self) -> int:
+        """The remote span's 64-bit id: the ``parent_span_id`` of the spans
+        that continue it."""
+
+    @property
+    def trace_flags(self) -> int:
+        """The W3C trace flags: ``0x01`` sampled, ``0x02`` random trace
+        id."""
+
+    @property
+    def sampled(self) -> bool:
+        """Whether the remote caller may have recorded the trace."""
+
+    @property
+    def tracestate(self) -> str | None:
+        """The ``tracestate``, normalized; ``None`` without one."""
+
+    @property
+    def traceparent(self) -> str:
+        """The ``traceparent`` header (version ``00``) naming the remote
+        span."""
+
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+    def __reduce__(self) -> tuple[type[RemoteParent], tuple[int, int, int, str | None]]: ...
+
+def inject(
+    carrier: Any,
+    span: Span | SpanRef | int | RemoteParent | None = None,
+    *,
+    registry: Registry | None = None,
+) -> None:
+    """Writes W3C trace context headers naming ``span`` into ``carrier``
+    (anything with ``__setitem__``: a dict of HTTP headers, ``os.environ``
+    or an environment dict for a child process, ...), so that the process
+    that receives them continues the trace (:func:`pykregistry.extract`).
+
+    ``traceparent`` always (version ``00``); ``tracestate`` when the span's
+    trace continues a remote parent that had one. The trace flags are those
+    of the remote parent the trace continues, else ``01`` (sampled: the
+    registry records every span; the random-trace-id flag is not set, as
+    trace ids are unique by construction rather than random draws).
+
+    ``span``: ``None`` (the default) for the current span of ``registry``
+    (by default :func:`pykregistry.default_registry`) in the calling
+    thread or task, or one that closed but that this context inherited
+    (then named by its identity, with flags ``01`` and no ``tracestate``);
+    a :class:`Span` or :class:`SpanRef` (of its own registry); a span ID
+    of ``registry``; or a :class:`RemoteParent`, passed on as it is.
+
+    Writes nothing when there is no current span, for the disabled span,
+    and (R15) for a span that has closed: that warns with
+    :class:`~pykregistry.SpanUsageWarning`, or raises on a strict registry.
+    """
+
+@final
 class Callsite:
     """A call site: a span's name, target, level and field names, and the
     filter's decision, fixed when it is made. ``callsite.span(**fields)`` is
@@ -617,9 +740,9 @@ class Callsite:
     def span(self, **fields: object) -> Span:
         """A new span of this call site, not entered (the disabled span if
         the filter turns it away). Keywords are the declared fields, and
-        ``parent`` (``CURRENT``, ``None``, an ID, a ``Span`` or a
-        ``SpanRef``, as for :meth:`Registry.span`); any other raises
-        ``TypeError``."""
+        ``parent`` (``CURRENT``, ``None``, an ID, a ``Span``, a ``SpanRef``
+        or a :class:`RemoteParent`, as for :meth:`Registry.span`); any
+        other raises ``TypeError``."""
 
     @property
     def enabled(self) -> bool:

@@ -42,6 +42,7 @@ from pykregistry import (
     Level,
     Registry,
     RegistryError,
+    RemoteParent,
     Span,
     SpanRef,
 )
@@ -162,6 +163,8 @@ class Scene:
             disabled=off.span("off"),
             reg=reg,
             instrumented=reg.instrument(instrumented_target),
+            remote=RemoteParent(2**127 + 5, 2**63 + 7, 1, "congo=t61rcWkgMzE"),
+            carrier={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
         )
         assert o["disabled"].disabled
         self.ids = [root.id, child, dead]  # type: ignore[list-item]
@@ -249,6 +252,8 @@ VIEW_PROPS = [
     "span_id",
     "trace_id",
     "parent_span_id",
+    "trace_flags",
+    "tracestate",
     "parent",
     "start_time_ns",
     "end_time_ns",
@@ -264,6 +269,8 @@ EVENT_PROPS = ["message", "level", "target", "parent_id", "trace_id", "span_id",
 # (fuzzed paths would create files), tests/test_jsonlines.py covers it.
 JSON_LINES_METHODS = ["flush", "close", "__enter__", "__exit__", "__repr__"]
 JSON_LINES_PROPS = ["path", "closed", "events", "write_errors"]
+REMOTE_METHODS = ["from_headers", "__eq__", "__hash__", "__repr__", "__reduce__"]
+REMOTE_PROPS = ["trace_id", "span_id", "trace_flags", "sampled", "tracestate", "traceparent"]
 MODULE_FUNCTIONS = [
     "current",
     "debug",
@@ -272,9 +279,11 @@ MODULE_FUNCTIONS = [
     "error",
     "error_span",
     "event",
+    "extract",
     "in_scope",
     "info",
     "info_span",
+    "inject",
     "instrument",
     "span",
     "trace",
@@ -311,11 +320,16 @@ for _name in JSON_LINES_METHODS:
     TARGETS[f"JsonLines.{_name}"] = meth("json_lines", _name)
 for _name in JSON_LINES_PROPS:
     TARGETS[f"JsonLines.{_name}"] = prop("json_lines", _name)
+for _name in REMOTE_METHODS:
+    TARGETS[f"RemoteParent.{_name}"] = meth("remote", _name)
+for _name in REMOTE_PROPS:
+    TARGETS[f"RemoteParent.{_name}"] = prop("remote", _name)
 for _name in MODULE_FUNCTIONS:
     TARGETS[f"pykregistry.{_name}"] = lambda s, _n=_name: getattr(pykregistry, _n)
 TARGETS["Registry()"] = lambda s: Registry
 TARGETS["Callsite()"] = lambda s: Callsite
 TARGETS["Level()"] = lambda s: Level
+TARGETS["RemoteParent()"] = lambda s: RemoteParent
 TARGETS["instrumented function"] = meth("instrumented", "__call__")
 
 
@@ -333,6 +347,7 @@ def test_every_public_name_is_fuzzed() -> None:
         Callsite: {"span"} | set(CALLSITE_PROPS),
         pykregistry.Event: set(EVENT_PROPS),
         pykregistry.JsonLines: set(JSON_LINES_METHODS) | set(JSON_LINES_PROPS),
+        RemoteParent: set(REMOTE_METHODS) | set(REMOTE_PROPS),
     }
     for cls, fuzzed in members.items():
         public = {n for n in dir(cls) if not n.startswith("_")}
@@ -371,6 +386,8 @@ SCENE_NAMES = [
     "foreign_view",
     "disabled",
     "reg",
+    "remote",
+    "carrier",
 ]
 
 BOUNDARY_INTS = [
@@ -471,6 +488,10 @@ SIGNATURES: dict[str, tuple[int, int, list[str]]] = {
     "Callsite()": (1, 1, ["target", "level", "fields", "registry"]),
     "Callsite.span": (0, 0, ["a", "b", "parent", "*"]),
     "Level()": (1, 1, []),
+    "RemoteParent()": (2, 4, []),
+    "RemoteParent.from_headers": (1, 2, []),
+    "pykregistry.extract": (1, 1, ["registry"]),
+    "pykregistry.inject": (1, 2, ["registry"]),
     "pykregistry.current": (0, 1, ["registry"]),
     "pykregistry.default_registry": (0, 0, []),
     "pykregistry.in_scope": (2, 4, ["*"]),

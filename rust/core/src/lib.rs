@@ -8,6 +8,8 @@
 //!   unlike its registry [`Id`], never recurs (R13).
 //! - `Registry` implements [`tracing_core::Subscriber`], so the `tracing`
 //!   macros drive it too.
+//! - [`traceparent`] reads and writes W3C trace context headers; a span
+//!   with a [`RemoteParent`] continues a trace from another process.
 //!
 //! This crate has no Python dependency; the bindings live in
 //! `rust/python`.
@@ -25,6 +27,7 @@ mod seat;
 mod stack;
 mod subscriber;
 mod sync;
+pub mod traceparent;
 
 pub use error::{Error, Op};
 pub use field::{Fields, Value};
@@ -38,3 +41,4 @@ pub use registry::{
 };
 pub use sharded_slab::{Config, DefaultConfig};
 pub use stack::SpanStack;
+pub use traceparent::RemoteParent;

@@ -2,6 +2,7 @@
 //! cascade.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU64;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -14,6 +15,7 @@ use tracing_core::Metadata;
 
 use crate::field::{upsert, Fields, Value};
 use crate::sync::{fence, Arc, AtomicBool, AtomicIsize, AtomicU32, Mutex, SlabSteps};
+use crate::traceparent::{RemoteParent, DEFAULT_FLAGS};
 use crate::{identity, seat, Error, Level, Op};
 
 /// A span ID: an integer in `[1, 2**64)`.
@@ -66,6 +68,10 @@ pub struct Attrs<'a> {
     /// a remote parent, or a closed span that a context inherited. See
     /// [`Registry::new_span`] for how it combines with [`Parent`].
     pub trace_parent: Option<TraceParent>,
+    /// W3C trace context: a span in another process that this one
+    /// continues. Takes the place of `trace_parent`, and gives the trace its
+    /// flags and `tracestate` when the span is a root in the registry.
+    pub remote_parent: Option<&'a RemoteParent>,
 }
 
 /// R13: a span's identity as its children see it: the trace it belongs to
@@ -171,6 +177,11 @@ struct Shared<H: Hooks, C: Config> {
     has_orphans: AtomicBool,
     hooks: H,
     uid: usize,
+    /// W3C trace context: the `tracestate` of each live root that continues
+    /// a remote parent which had one, by the root's span id. Its
+    /// descendants find it through their root (`SpanRef::tracestate`).
+    /// Only such roots take the lock, at creation and close.
+    tracestates: std::sync::Mutex<HashMap<u64, std::sync::Arc<str>>>,
     /// Marks slab operations for loom; empty otherwise.
     slab_steps: SlabSteps,
 }
@@ -211,6 +222,12 @@ pub struct SpanData<X> {
     parent_span_id: u64,
     fields: std::sync::Mutex<Fields>,
     ext: X,
+    /// W3C trace context: the trace's flags (those of the remote parent it
+    /// continues, or [`DEFAULT_FLAGS`]), and whether this span is a root
+    /// whose `tracestate` is in [`Shared::tracestates`]. In what was
+    /// padding after `level`: they cost no room.
+    trace_flags: u8,
+    has_tracestate: bool,
 }
 
 /// A span's name and target: copied in, or those of its `tracing` metadata,
@@ -334,6 +351,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
                 has_orphans: AtomicBool::new(false),
                 hooks,
                 uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+                tracestates: std::sync::Mutex::new(HashMap::new()),
                 slab_steps: SlabSteps::default(),
             }),
         }
@@ -380,6 +398,13 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
     ///   reference held); with `attrs.trace_parent` it continues that trace
     ///   under that parent (a remote parent, or a closed one a context
     ///   inherited), and without, it starts a new trace with no parent span.
+    ///   `attrs.remote_parent`, when given, is the trace parent instead of
+    ///   `attrs.trace_parent`.
+    ///
+    /// W3C trace context: a span shares its registry parent's trace flags;
+    /// a root takes those of its remote parent, and keeps its `tracestate`
+    /// ([`SpanRef::tracestate`]); any other root has [`DEFAULT_FLAGS`] and
+    /// no `tracestate`.
     pub fn new_span(
         &self,
         attrs: &Attrs<'_>,
@@ -387,20 +412,23 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         init: impl FnOnce(&mut Fields, &mut H::Ext),
     ) -> Result<Id, Error> {
         // R2, R13: the registry parent (whose reference the new span holds)
-        // and the trace parent.
-        let (parent, trace) = match parent {
+        // and the trace parent, and the trace flags that come with it.
+        let remote = attrs.remote_parent;
+        let trace_parent = remote.map(|r| r.trace_parent).or(attrs.trace_parent);
+        let flags = remote.map_or(DEFAULT_FLAGS, |r| r.trace_flags);
+        let (parent, trace, flags) = match parent {
             Parent::Explicit(p) => {
                 let view = self.clone_span_ref(p).map_err(|e| match e {
                     Error::NotLive { id, .. } => Error::NotLive { id, op: Op::Parent },
                     e => e,
                 })?;
-                (Some(p), Some(view.as_trace_parent()))
+                (Some(p), Some(view.as_trace_parent()), view.trace_flags)
             }
-            Parent::Contextual(Some(p)) => match self.clone_contextual(p, attrs.trace_parent) {
-                Some(view) => (Some(p), Some(view.as_trace_parent())),
-                None => (None, attrs.trace_parent),
+            Parent::Contextual(Some(p)) => match self.clone_contextual(p, trace_parent) {
+                Some(view) => (Some(p), Some(view.as_trace_parent()), view.trace_flags),
+                None => (None, trace_parent, flags),
             },
-            Parent::Root | Parent::Contextual(None) => (None, attrs.trace_parent),
+            Parent::Root | Parent::Contextual(None) => (None, trace_parent, flags),
         };
         let created = seat::take::<C>().and_then(|()| {
             self.shared.slab_steps.write();
@@ -433,6 +461,15 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         };
         data.trace_id = [(trace_id >> 64) as u64, trace_id as u64];
         data.parent_span_id = parent_span_id;
+        data.trace_flags = flags;
+        data.has_tracestate = false;
+        if parent.is_none() {
+            if let Some(state) = remote.and_then(|r| r.tracestate.as_ref()) {
+                self.lock_tracestates()
+                    .insert(data.span_id, std::sync::Arc::clone(state));
+                data.has_tracestate = true;
+            }
+        }
         // A fresh atomic rather than a store: the slot is exclusively ours,
         // and under loom this also starts the count's history anew.
         data.ref_count = AtomicU32::new(1);
@@ -592,6 +629,13 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
             .filter(|s| s.ref_count.load(Ordering::Acquire) != DEAD)
     }
 
+    fn lock_tracestates(&self) -> MutexGuard<'_, HashMap<u64, std::sync::Arc<str>>> {
+        self.shared
+            .tracestates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn count_live(&self, delta: isize) {
         self.shared.live[live_stripe()]
             .0
@@ -610,6 +654,9 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
             // `Arc::drop` does) before reading it for the last time.
             fence(Ordering::Acquire);
             self.shared.hooks.on_close(self, id, &span);
+            if span.has_tracestate {
+                self.lock_tracestates().remove(&span.span_id);
+            }
             let parent = span.parent;
             let key = span.key();
             // From here on lookups see the span as closed, even if clearing
@@ -753,6 +800,8 @@ impl<X: Default> Default for SpanData<X> {
             parent_span_id: 0,
             fields: std::sync::Mutex::new(Vec::new()),
             ext: X::default(),
+            trace_flags: 0,
+            has_tracestate: false,
         }
     }
 }
@@ -773,6 +822,8 @@ impl<X: Default> Clear for SpanData<X> {
         self.span_id = 0;
         self.trace_id = [0; 2];
         self.parent_span_id = 0;
+        self.trace_flags = 0;
+        self.has_tracestate = false;
         self.fields
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
@@ -844,6 +895,13 @@ impl<X> SpanData<X> {
         }
     }
 
+    /// W3C trace context: the flags of the span's trace (see
+    /// [`Registry::new_span`]); only [`crate::traceparent::KNOWN_FLAGS`]
+    /// bits.
+    pub fn trace_flags(&self) -> u8 {
+        self.trace_flags
+    }
+
     /// The current reference count (0 once the span has closed).
     pub fn ref_count(&self) -> usize {
         match self.ref_count.load(Ordering::Acquire) {
@@ -876,6 +934,7 @@ impl<X> fmt::Debug for SpanData<X> {
                 "parent_span_id",
                 &format_args!("{:016x}", self.parent_span_id),
             )
+            .field("trace_flags", &format_args!("{:02x}", self.trace_flags))
             .field("ref_count", &self.ref_count())
             .finish_non_exhaustive()
     }
@@ -911,6 +970,31 @@ impl<'a, H: Hooks, C: Config + 'static> SpanRef<'a, H, C> {
     #[must_use]
     pub fn parent(&self) -> Option<SpanRef<'a, H, C>> {
         self.registry.get(self.data.parent?)
+    }
+
+    /// W3C trace context: the `tracestate` of the span's trace: that of the
+    /// remote parent its root continues, if it had one. Walks to the root.
+    #[must_use]
+    pub fn tracestate(&self) -> Option<std::sync::Arc<str>> {
+        let root = self.scope().last()?;
+        if !root.has_tracestate {
+            return None;
+        }
+        self.registry
+            .lock_tracestates()
+            .get(&root.span_id)
+            .map(std::sync::Arc::clone)
+    }
+
+    /// W3C trace context: this span as a process that continues it sees it:
+    /// what `traceparent` and `tracestate` headers name.
+    #[must_use]
+    pub fn as_remote_parent(&self) -> RemoteParent {
+        RemoteParent {
+            trace_parent: self.as_trace_parent(),
+            trace_flags: self.trace_flags,
+            tracestate: self.tracestate(),
+        }
     }
 
     /// R8: the span, its parent, and so on to the root.
@@ -993,5 +1077,42 @@ mod size {
         let size = std::mem::size_of::<super::SpanData<()>>();
         println!("SpanData<()> = {size} bytes");
         assert!(size <= 128, "SpanData grew to {size} bytes");
+    }
+}
+
+#[cfg(test)]
+mod tracestates {
+    use super::*;
+
+    /// A root that continues a remote parent with a `tracestate` keeps it
+    /// in the registry's table until it closes, and no longer.
+    #[test]
+    fn the_table_holds_a_tracestate_while_its_root_lives() {
+        let registry = Registry::new();
+        let remote = RemoteParent {
+            trace_parent: TraceParent {
+                trace_id: 1,
+                span_id: 2,
+            },
+            trace_flags: 1,
+            tracestate: Some("congo=1".into()),
+        };
+        let attrs = Attrs {
+            name: "s",
+            target: "",
+            level: Level::Info,
+            metadata: None,
+            trace_parent: None,
+            remote_parent: Some(&remote),
+        };
+        let s = registry.new_span(&attrs, Parent::Root, |_, ()| {}).unwrap();
+        let c = registry
+            .new_span(&attrs, Parent::Explicit(s), |_, ()| {})
+            .unwrap();
+        assert_eq!(registry.lock_tracestates().len(), 1, "the root's only");
+        registry.try_close(s).unwrap();
+        assert_eq!(registry.lock_tracestates().len(), 1);
+        registry.try_close(c).unwrap();
+        assert!(registry.lock_tracestates().is_empty());
     }
 }

@@ -102,6 +102,7 @@ impl<H: Hooks, C: Config + Send + Sync + 'static> Subscriber for Registry<H, C> 
             level: (*meta.level()).into(),
             metadata: Some(meta),
             trace_parent: None,
+            remote_parent: None,
         };
         let id = self
             .new_span(&span, parent, |fields, _| {

@@ -13,6 +13,8 @@
 //! - a span's field lock: it is never held across another synchronizing
 //!   operation, so it adds no interleaving worth exploring, and it is part
 //!   of the public API ([`crate::SpanData::lock_fields`]).
+//! - the registry's `tracestate` table: the same holds for its lock, which
+//!   only spans continuing a remote parent with a `tracestate` take.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{

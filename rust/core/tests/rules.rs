@@ -164,6 +164,7 @@ fn r2_new_span_has_count_one_and_the_given_attributes() {
                 level: pykregistry_core::Level::Debug,
                 metadata: None,
                 trace_parent: None,
+                remote_parent: None,
             },
             Parent::Root,
             |f, ()| f.push(("table".into(), Value::Str("users".into()))),

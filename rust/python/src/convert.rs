@@ -174,7 +174,7 @@ pub(crate) fn parent(
         // A disabled span is nobody's parent: as tracing's `parent: None`.
         SpanArg::Disabled => Ok(Parent::Root),
         SpanArg::NotASpan => Err(PyTypeError::new_err(format!(
-            "parent must be CURRENT, None, a span ID, a Span or a SpanRef, not {}",
+            "parent must be CURRENT, None, a span ID, a Span, a SpanRef or a RemoteParent, not {}",
             type_name(obj)
         ))),
     }

@@ -13,6 +13,7 @@ mod gil;
 mod jsonlines;
 mod layers;
 mod live;
+mod propagation;
 mod registries;
 mod registry;
 mod span;
@@ -47,6 +48,8 @@ mod _native {
     use crate::event::Event;
     #[pymodule_export]
     use crate::jsonlines::{_flush_json_lines, _json_lines_forked, JsonLines};
+    #[pymodule_export]
+    use crate::propagation::{inject, RemoteParent};
     #[pymodule_export]
     use crate::registries::_close_open_spans;
     #[pymodule_export]

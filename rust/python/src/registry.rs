@@ -189,7 +189,13 @@ impl PyRegistry {
             None => "",
         };
         let mut trace_parent = None;
+        // W3C trace context: a span of another process is no parent here;
+        // the new span is a root that continues its trace.
+        let remote = crate::propagation::remote(args.parent.as_ref());
         let mut parent_of = || -> PyResult<Parent> {
+            if remote.is_some() {
+                return Ok(Parent::Root);
+            }
             let parent = convert::parent(args.parent.as_ref(), self.core.uid(), || {
                 let current = context::current(py, &self.core)?;
                 trace_parent = current.trace;
@@ -254,6 +260,7 @@ impl PyRegistry {
             level: args.level,
             metadata: None,
             trace_parent,
+            remote_parent: remote.map(|r| &r.get().0),
         };
         let live = self.core.hooks().live();
         let at = live.reserve();
@@ -301,7 +308,13 @@ impl PyRegistry {
                 Ok(None)
             }
         };
-        let parent = match convert::parent(args.parent.as_ref(), self.core.uid(), current)? {
+        // W3C trace context: an event under a remote parent has no parent
+        // here, and that span's identity.
+        let remote = crate::propagation::remote(args.parent.as_ref());
+        let parent = match remote.map_or_else(
+            || convert::parent(args.parent.as_ref(), self.core.uid(), current),
+            |_| Ok(Parent::Root),
+        )? {
             Parent::Root | Parent::Contextual(None) => None,
             Parent::Contextual(Some(id)) => Some(id),
             Parent::Explicit(id) => {
@@ -327,7 +340,10 @@ impl PyRegistry {
             level: args.level,
             target,
             parent_id: parent,
-            trace: parent.and_then(|p| Some(self.core.get(p)?.as_trace_parent())),
+            trace: match remote {
+                Some(r) => Some(r.get().0.trace_parent),
+                None => parent.and_then(|p| Some(self.core.get(p)?.as_trace_parent())),
+            },
             fields: convert::fields_from_items(args.fields)?,
         };
         hooks.write_event(py, &event);

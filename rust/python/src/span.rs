@@ -174,7 +174,7 @@ impl Span {
     /// The live handle; `None` when disabled (every operation is then a
     /// no-op). Once released (R15): `SpanClosedError` on a strict registry,
     /// else a `SpanUsageWarning`, and `None`: the operation is dropped.
-    fn open(&self, py: Python<'_>, what: &str) -> PyResult<Option<(&PyRegistry, Id)>> {
+    pub(crate) fn open(&self, py: Python<'_>, what: &str) -> PyResult<Option<(&PyRegistry, Id)>> {
         let Some(h) = &self.live else { return Ok(None) };
         let registry = h.registry.get();
         if self.closed.load(Ordering::Acquire) {

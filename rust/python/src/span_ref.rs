@@ -29,6 +29,10 @@ impl SpanRef {
         self.core.uid()
     }
 
+    pub(crate) fn core(&self) -> &Core {
+        &self.core
+    }
+
     fn with<R>(
         &self,
         f: impl FnOnce(&pykregistry_core::SpanRef<'_, crate::layers::Layers>) -> R,
@@ -97,6 +101,20 @@ impl SpanRef {
     #[getter]
     fn parent_span_id(&self) -> PyResult<Option<u64>> {
         self.with(|s| s.parent_span_id())
+    }
+
+    /// W3C trace context: the flags of the span's trace: those of the
+    /// remote parent it continues, else `0x01` (sampled).
+    #[getter]
+    fn trace_flags(&self) -> PyResult<u8> {
+        self.with(|s| s.trace_flags())
+    }
+
+    /// W3C trace context: the `tracestate` of the remote parent the span's
+    /// trace continues, if it had one.
+    #[getter]
+    fn tracestate(&self) -> PyResult<Option<String>> {
+        self.with(|s| s.tracestate().map(|t| t.to_string()))
     }
 
     #[getter]

@@ -16,6 +16,7 @@ pub fn attrs(name: &str) -> Attrs<'_> {
         level: Level::Info,
         metadata: None,
         trace_parent: None,
+        remote_parent: None,
     }
 }
 
