@@ -18,6 +18,7 @@ mod registries;
 mod registry;
 mod span;
 mod span_ref;
+mod stack_var;
 
 use pyo3::prelude::*;
 
@@ -43,8 +44,6 @@ mod _native {
     #[pymodule_export]
     use crate::callsite::Callsite;
     #[pymodule_export]
-    use crate::context::_gc_phase;
-    #[pymodule_export]
     use crate::event::Event;
     #[pymodule_export]
     use crate::jsonlines::{_flush_json_lines, _json_lines_forked, JsonLines};
@@ -58,6 +57,8 @@ mod _native {
     use crate::span::{DisabledSpan, Entered, Span};
     #[pymodule_export]
     use crate::span_ref::SpanRef;
+    #[pymodule_export]
+    use crate::stack_var::_gc_phase;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
