@@ -11,7 +11,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::convert;
 use crate::fastcall::{is_keyword, Args, FastMethod};
-use crate::registry::{PyRegistry, SpanArgs};
+use crate::registry::{str_arg, PyRegistry, SpanArgs};
 use crate::span::Span;
 
 /// A call site: a span's name, target, level and field names, and the
@@ -212,12 +212,63 @@ Keywords are the declared fields, and `parent`.";
             parent,
             fields,
         };
-        let span = PyRegistry::make_span(
+        let span = Span::make(
             site.registry.bind(py),
             site.name.bind(py),
             args,
             site.interest != Interest::Always,
         )?;
         Ok(span.into_any())
+    }
+}
+
+/// `Registry.callsite(name, /, *, target=None, level=None, fields=None)`: a
+/// method of `Registry`, defined with the call sites it makes.
+pub(crate) struct RegistryCallsiteMethod;
+
+impl FastMethod for RegistryCallsiteMethod {
+    const NAME: &'static CStr = c"callsite";
+    const QUALNAME: &'static str = "Registry.callsite";
+    const DOC: &'static CStr = c"callsite($self, name, /, *, target=None, level=None, fields=None)
+--
+
+A call site: name, target, level and field names fixed once, with the
+filter's decision cached.";
+
+    type Class = PyRegistry;
+
+    fn call<'py>(
+        slf: &Bound<'py, PyRegistry>,
+        args: &Args<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let name = str_arg(args, "name")?;
+        let (mut target, mut level, mut fields) = (None, None, None);
+        for (key, value) in args.keywords() {
+            let value = (!value.is_none()).then(|| value.to_owned());
+            if is_keyword(key, intern!(py, "target"), "target")? {
+                target = value
+                    .map(|v| {
+                        v.cast_into::<PyString>().map_err(|e| {
+                            PyTypeError::new_err(format!(
+                                "Registry.callsite(): target is a str, not {}",
+                                convert::type_name(&e.into_inner())
+                            ))
+                        })
+                    })
+                    .transpose()?;
+            } else if is_keyword(key, intern!(py, "level"), "level")? {
+                level = value;
+            } else if is_keyword(key, intern!(py, "fields"), "fields")? {
+                fields = value;
+            } else {
+                return Err(PyTypeError::new_err(format!(
+                    "Registry.callsite() got an unexpected keyword argument '{}'",
+                    key.to_str()?
+                )));
+            }
+        }
+        let site = Callsite::new(slf, &name, target.as_ref(), level.as_ref(), fields.as_ref())?;
+        Ok(Bound::new(py, site)?.into_any())
     }
 }

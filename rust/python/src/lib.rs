@@ -10,6 +10,7 @@ mod event;
 mod ext;
 mod fastcall;
 mod gil;
+mod inject;
 mod jsonlines;
 mod layers;
 mod live;
@@ -46,9 +47,11 @@ mod _native {
     #[pymodule_export]
     use crate::event::Event;
     #[pymodule_export]
+    use crate::inject::inject;
+    #[pymodule_export]
     use crate::jsonlines::{_flush_json_lines, _json_lines_forked, JsonLines};
     #[pymodule_export]
-    use crate::propagation::{inject, RemoteParent};
+    use crate::propagation::RemoteParent;
     #[pymodule_export]
     use crate::registries::_close_open_spans;
     #[pymodule_export]
@@ -66,7 +69,8 @@ mod _native {
         m.add("CURRENT", convert::current_sentinel(py)?.clone_ref(py))?;
         m.add("GENERATIONS", crate::registry::Core::GENERATIONS)?;
         // The methods that take `**fields`, through vectorcall (see `fastcall`).
-        install::<crate::registry::SpanMethod>(py)?;
+        install::<crate::span::RegistrySpanMethod>(py)?;
+        install::<crate::callsite::RegistryCallsiteMethod>(py)?;
         install::<crate::registry::EventMethod>(py)?;
         install::<crate::registry::RecordMethod>(py)?;
         install::<crate::span::RecordMethod>(py)?;

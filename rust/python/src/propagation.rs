@@ -1,25 +1,18 @@
-//! W3C trace context: `pykregistry.RemoteParent` (a span in another process
-//! that spans here can continue) and `pykregistry.inject`. Headers are read
+//! W3C trace context: `pykregistry.RemoteParent`, a span in another process
+//! that spans here can continue (`inject` writes a span's headers). Headers are read
 //! and written by the core (`pykregistry_core::traceparent`);
 //! `pykregistry.extract`, which finds them in a carrier, is Python
 //! (`pykregistry/propagation.py`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use pykregistry_core::traceparent::{self, DEFAULT_FLAGS, KNOWN_FLAGS, SAMPLED};
+use pykregistry_core::traceparent::{self, KNOWN_FLAGS, SAMPLED};
 use pykregistry_core::TraceParent;
 use pyo3::exceptions::{PyTypeError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyByteArray, PyBytes, PyInt, PyString, PyTuple};
 
-use crate::context;
 use crate::convert;
-use crate::errors::{closed, misuse, SpanNotFoundError};
-use crate::layers::Core;
-use crate::registry::PyRegistry;
-use crate::span::Span;
-use crate::span_ref::SpanRef;
 
 /// A span in another process, as `traceparent` and `tracestate` headers
 /// name it: give it as `parent=` and the new span continues its trace.
@@ -218,113 +211,4 @@ where
         n if n == T::default() => Err(PyValueError::new_err(format!("{what} must be in {range}"))),
         n => Ok(n),
     }
-}
-
-// === inject ===
-
-/// `pykregistry.inject(carrier, span=None, *, registry=None)`: see the
-/// stubs (`pykregistry/_native.pyi`) for what it promises.
-#[pyfunction]
-#[pyo3(signature = (carrier, span = None, *, registry = None))]
-pub(crate) fn inject(
-    py: Python<'_>,
-    carrier: &Bound<'_, PyAny>,
-    span: Option<&Bound<'_, PyAny>>,
-    registry: Option<Bound<'_, PyRegistry>>,
-) -> PyResult<()> {
-    let registry = match registry {
-        Some(r) => r,
-        None => default_registry(py)?,
-    };
-    let Some(context) = context_of(py, registry.get(), span)? else {
-        return Ok(());
-    };
-    carrier.set_item(intern!(py, "traceparent"), context.traceparent())?;
-    if let Some(state) = &context.tracestate {
-        carrier.set_item(intern!(py, "tracestate"), &**state)?;
-    }
-    Ok(())
-}
-
-/// What `inject` writes for `span` (see `inject`): `None` for nothing.
-fn context_of(
-    py: Python<'_>,
-    registry: &PyRegistry,
-    span: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Option<pykregistry_core::RemoteParent>> {
-    const WHAT: &str = "inject() writes nothing for it";
-    let Some(span) = span else {
-        // The current span; if it has closed but this context inherited it,
-        // its identity, as the spans made here continue it (R13). What its
-        // trace carried (flags, tracestate) went with it.
-        let current = context::current(py, &registry.core)?;
-        let live = current.id.and_then(|id| registry.core.get(id));
-        return Ok(match live {
-            Some(view) => Some(view.as_remote_parent()),
-            None => current
-                .trace
-                .map(|trace_parent| pykregistry_core::RemoteParent {
-                    trace_parent,
-                    trace_flags: DEFAULT_FLAGS,
-                    tracestate: None,
-                }),
-        });
-    };
-    if let Some(remote) = remote(Some(span)) {
-        return Ok(Some(remote.get().0.clone()));
-    }
-    if let Ok(handle) = span.cast::<Span>() {
-        // A disabled span is nobody's parent, and a released handle warns.
-        let Some((owner, id)) = handle.get().open(py, WHAT)? else {
-            return Ok(None);
-        };
-        return live_context(py, owner.strict, &owner.core, id, || {
-            crate::errors::handle_closed(id.into_u64(), WHAT)
-        });
-    }
-    if let Ok(view) = span.cast::<SpanRef>() {
-        let (core, id) = (view.get().core(), view.get().id);
-        return live_context(py, registry.strict, core, id, || {
-            closed(id.into_u64(), WHAT)
-        });
-    }
-    if span.is_instance_of::<PyInt>() && !span.is_instance_of::<PyBool>() {
-        let id = convert::span_id(span)?;
-        return live_context(py, registry.strict, &registry.core, id, || {
-            SpanNotFoundError::new_err(format!(
-                "span {} is not live: {WHAT} (was it closed before the request was sent?)",
-                id.into_u64()
-            ))
-        });
-    }
-    Err(PyTypeError::new_err(format!(
-        "span must be None (the current span), a Span, a SpanRef, a span ID or a \
-         RemoteParent, not {}",
-        convert::type_name(span)
-    )))
-}
-
-/// The context of span `id` if it is live; else R15: a warning (an error
-/// if `strict`) and nothing.
-fn live_context(
-    py: Python<'_>,
-    strict: bool,
-    core: &Core,
-    id: pykregistry_core::Id,
-    error: impl FnOnce() -> PyErr,
-) -> PyResult<Option<pykregistry_core::RemoteParent>> {
-    if let Some(view) = core.get(id).filter(|v| v.ref_count() > 0) {
-        return Ok(Some(view.as_remote_parent()));
-    }
-    misuse(py, strict, error())?;
-    Ok(None)
-}
-
-/// `pykregistry.default_registry()`.
-fn default_registry(py: Python<'_>) -> PyResult<Bound<'_, PyRegistry>> {
-    Ok(py
-        .import(intern!(py, "pykregistry"))?
-        .getattr(intern!(py, "default_registry"))?
-        .call0()?
-        .cast_into::<PyRegistry>()?)
 }

@@ -8,14 +8,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::callsite::Callsite;
 use crate::context;
 use crate::convert::{self, ParentArg};
 use crate::errors::RegistryError;
 use crate::event::Event;
-use crate::fastcall::{is_keyword, is_keyword_quick, Args, FastMethod};
+use crate::fastcall::{is_keyword, Args, FastMethod};
 use crate::layers::{Layers, Step};
-use crate::span::Span;
 use crate::span_ref::SpanRef;
 
 pub(crate) use crate::layers::{release, Core};
@@ -62,7 +60,7 @@ impl<'py> SpanArgs<'py> {
 
     /// `target=`, `level=` and `parent=` from a vectorcall's keywords; every
     /// other keyword is a field.
-    fn from_keywords(args: &Args<'_, 'py>) -> PyResult<Self> {
+    pub(crate) fn from_keywords(args: &Args<'_, 'py>) -> PyResult<Self> {
         let mut out = SpanArgs {
             target: None,
             level: Level::Info,
@@ -98,7 +96,7 @@ impl<'py> SpanArgs<'py> {
 }
 
 /// The first positional argument of `span`/`event`, which must be a str.
-fn str_arg<'py>(args: &Args<'_, 'py>, what: &str) -> PyResult<Bound<'py, PyString>> {
+pub(crate) fn str_arg<'py>(args: &Args<'_, 'py>, what: &str) -> PyResult<Bound<'py, PyString>> {
     let [arg] = args.positional([what])?;
     arg.cast::<PyString>().map(Borrowed::to_owned).map_err(|_| {
         PyTypeError::new_err(format!(
@@ -169,7 +167,7 @@ impl PyRegistry {
     /// is only called once a call site is enabled; its callers ask `enabled()`.
     /// `ergonomic`: a closed explicit parent warns and makes a root (R15)
     /// instead of raising, as the integer-ID API does.
-    fn create(
+    pub(crate) fn create(
         &self,
         py: Python<'_>,
         name: &Bound<'_, PyString>,
@@ -351,19 +349,6 @@ impl PyRegistry {
         crate::layers::raise_interrupt()
     }
 
-    /// A handle on a new span, or the disabled span.
-    pub(crate) fn make_span<'py>(
-        slf: &Bound<'py, Self>,
-        name: &Bound<'py, PyString>,
-        args: SpanArgs<'py>,
-        filtered: bool,
-    ) -> PyResult<Bound<'py, Span>> {
-        match slf.get().create(slf.py(), name, args, filtered, true)? {
-            Some(id) => Bound::new(slf.py(), Span::new(slf.clone().unbind(), id, true)),
-            None => Span::disabled_span(slf.py()),
-        }
-    }
-
     /// R5: enters `id` in the calling context; returns the entry made.
     pub(crate) fn enter_id<'py>(
         &self,
@@ -490,19 +475,6 @@ impl PyRegistry {
             .filter
             .as_ref()
             .is_none_or(|f| f.enabled(level, target)))
-    }
-
-    /// A call site: name, target, level and field names fixed once, with
-    /// the filter's decision cached.
-    #[pyo3(signature = (name, /, *, target = None, level = None, fields = None))]
-    fn callsite(
-        slf: &Bound<'_, Self>,
-        name: &Bound<'_, PyString>,
-        target: Option<&Bound<'_, PyString>>,
-        level: Option<&Bound<'_, PyAny>>,
-        fields: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Callsite> {
-        Callsite::new(slf, name, target, level, fields)
     }
 
     /// `pykregistry.instrument(..., registry=self)`: see its documentation
@@ -636,62 +608,6 @@ impl PyRegistry {
 
     fn __repr__(&self) -> String {
         format!("Registry(len={})", self.core.len())
-    }
-}
-
-/// `Registry.span(name, /, *, target=None, level=None, parent=CURRENT, **fields)`.
-pub(crate) struct SpanMethod;
-
-impl FastMethod for SpanMethod {
-    const NAME: &'static CStr = c"span";
-    const QUALNAME: &'static str = "Registry.span";
-    const DOC: &'static CStr =
-        c"span($self, name, /, *, target=None, level=None, parent=..., **fields)
---
-
-Creates a span and returns a handle owning its one reference (or the
-disabled span, if the filter turns it away).";
-
-    type Class = PyRegistry;
-
-    fn call<'py>(
-        slf: &Bound<'py, PyRegistry>,
-        args: &Args<'_, 'py>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let name = str_arg(args, "name")?;
-        let span_args = SpanArgs::from_keywords(args)?;
-        Ok(PyRegistry::make_span(slf, &name, span_args, true)?.into_any())
-    }
-
-    /// A well-formed call whose level no directive can enable: the disabled
-    /// span, having read only the level (and checked the name and target
-    /// types, which the full call reports).
-    fn refuse<'py>(
-        slf: &Bound<'py, PyRegistry>,
-        args: &Args<'_, 'py>,
-    ) -> Option<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let filter = slf.get().filter.as_ref()?;
-        let mut positional = args.positional_values();
-        if positional.len() != 1 || !positional.next()?.is_instance_of::<PyString>() {
-            return None;
-        }
-        let mut level = Level::Info;
-        for (key, value) in args.keywords() {
-            if is_keyword_quick(key, intern!(py, "level"), c"level") {
-                if !value.is_none() {
-                    level = convert::level_by_identity(value)?;
-                }
-            } else if is_keyword_quick(key, intern!(py, "target"), c"target")
-                && !(value.is_none() || value.is_instance_of::<PyString>())
-            {
-                return None;
-            }
-        }
-        if filter.could_enable(level) {
-            return None;
-        }
-        Some(Span::disabled_span_if_made(py)?.into_any())
     }
 }
 

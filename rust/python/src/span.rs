@@ -3,18 +3,18 @@
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pykregistry_core::{Fields, Id, Value};
+use pykregistry_core::{Fields, Id, Level, Value};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyString, PyType};
-use pyo3::{PyTraverseError, PyVisit};
+use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::context::{self, GuardSlot};
 use crate::convert;
 use crate::errors::{handle_closed, misuse};
-use crate::fastcall::{self, Args, FastMethod};
-use crate::registry::PyRegistry;
+use crate::fastcall::{self, is_keyword_quick, Args, FastMethod};
+use crate::registry::{str_arg, PyRegistry, SpanArgs};
 use crate::span_ref::SpanRef;
 use pyo3::impl_::trampoline::{fastcall_cfunction_with_keywords, MethodDef};
 
@@ -137,6 +137,19 @@ impl Span {
             }),
             closed: AtomicBool::new(false),
             entries: GuardSlot::default(),
+        }
+    }
+
+    /// A handle on a new span of `slf`, or the disabled span.
+    pub(crate) fn make<'py>(
+        slf: &Bound<'py, PyRegistry>,
+        name: &Bound<'py, PyString>,
+        args: SpanArgs<'py>,
+        filtered: bool,
+    ) -> PyResult<Bound<'py, Span>> {
+        match slf.get().create(slf.py(), name, args, filtered, true)? {
+            Some(id) => Bound::new(slf.py(), Span::new(slf.clone().unbind(), id, true)),
+            None => Span::disabled_span(slf.py()),
         }
     }
 
@@ -611,5 +624,62 @@ Records (adds or replaces) fields on the span: `record(\"key\", value)` or
         let values = convert::fields_from_items(pair.into_iter().chain(keywords))?;
         registry.record_id(py, id, values)?;
         Ok(py.None().into_bound(py))
+    }
+}
+
+/// `Registry.span(name, /, *, target=None, level=None, parent=CURRENT, **fields)`:
+/// a method of `Registry`, defined with the handles it makes.
+pub(crate) struct RegistrySpanMethod;
+
+impl FastMethod for RegistrySpanMethod {
+    const NAME: &'static CStr = c"span";
+    const QUALNAME: &'static str = "Registry.span";
+    const DOC: &'static CStr =
+        c"span($self, name, /, *, target=None, level=None, parent=..., **fields)
+--
+
+Creates a span and returns a handle owning its one reference (or the
+disabled span, if the filter turns it away).";
+
+    type Class = PyRegistry;
+
+    fn call<'py>(
+        slf: &Bound<'py, PyRegistry>,
+        args: &Args<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let name = str_arg(args, "name")?;
+        let span_args = SpanArgs::from_keywords(args)?;
+        Ok(Span::make(slf, &name, span_args, true)?.into_any())
+    }
+
+    /// A well-formed call whose level no directive can enable: the disabled
+    /// span, having read only the level (and checked the name and target
+    /// types, which the full call reports).
+    fn refuse<'py>(
+        slf: &Bound<'py, PyRegistry>,
+        args: &Args<'_, 'py>,
+    ) -> Option<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let filter = slf.get().filter.as_ref()?;
+        let mut positional = args.positional_values();
+        if positional.len() != 1 || !positional.next()?.is_instance_of::<PyString>() {
+            return None;
+        }
+        let mut level = Level::Info;
+        for (key, value) in args.keywords() {
+            if is_keyword_quick(key, intern!(py, "level"), c"level") {
+                if !value.is_none() {
+                    level = convert::level_by_identity(value)?;
+                }
+            } else if is_keyword_quick(key, intern!(py, "target"), c"target")
+                && !(value.is_none() || value.is_instance_of::<PyString>())
+            {
+                return None;
+            }
+        }
+        if filter.could_enable(level) {
+            return None;
+        }
+        Some(Span::disabled_span_if_made(py)?.into_any())
     }
 }
