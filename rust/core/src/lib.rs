@@ -24,6 +24,7 @@ mod identity;
 mod level;
 mod registry;
 mod seat;
+mod span;
 mod stack;
 mod subscriber;
 mod sync;
@@ -36,9 +37,8 @@ pub use identity::{new_trace_id, next_span_id, reseed};
 pub use level::Level;
 #[cfg(not(loom))]
 pub use registry::WeakRegistry;
-pub use registry::{
-    Attrs, Hooks, Id, NoHooks, Parent, Registry, Scope, SpanData, SpanRef, TraceParent, MAX_REFS,
-};
+pub use registry::{Attrs, Hooks, Id, NoHooks, Parent, Registry, TraceParent, MAX_REFS};
 pub use sharded_slab::{Config, DefaultConfig};
+pub use span::{Scope, SpanData, SpanRef};
 pub use stack::SpanStack;
 pub use traceparent::RemoteParent;
