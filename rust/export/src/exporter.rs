@@ -17,8 +17,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::mpsc::{self, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
@@ -28,8 +28,9 @@ use crate::record::{EventRecord, Link, SpanRecord};
 /// Sends spans to an OTLP/HTTP collector from a background thread.
 #[derive(Debug)]
 pub struct Exporter {
-    queue: SyncSender<Msg>,
     shared: Arc<Shared>,
+    queue_size: usize,
+    batch_size: usize,
 }
 
 /// How many spans went where.
@@ -54,9 +55,26 @@ struct Shared {
     closed: AtomicBool,
     /// The background thread has ended.
     finished: AtomicBool,
+    /// What waits for the background thread. The application's threads
+    /// hold the lock only to push; the thread only to take everything.
+    queue: Mutex<Queue>,
+    /// Wakes the background thread: a batch is full, a flush or shutdown
+    /// is asked for, or the exporter is dropped. Not for each span: a
+    /// wake-up per span would cost the application a system call.
+    ready: Condvar,
     hurry: Mutex<Hurry>,
     /// Wakes the background thread from a backoff pause when hurried.
     wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: Vec<Item>,
+    /// Spans among `items`.
+    spans: usize,
+    requests: Vec<Request>,
+    /// The exporter was dropped: send what is left and end.
+    dropped: bool,
 }
 
 /// A deadline set by a flush or shutdown that the background thread must
@@ -69,12 +87,17 @@ struct Hurry {
 }
 
 #[derive(Debug)]
-enum Msg {
+enum Item {
     Span(SpanRecord),
     Event(u64, EventRecord),
     Link(u64, Link),
-    Flush(Instant, SyncSender<()>),
-    Shutdown(Instant, SyncSender<()>),
+}
+
+#[derive(Debug)]
+struct Request {
+    shutdown: bool,
+    deadline: Instant,
+    ack: SyncSender<()>,
 }
 
 /// Events and links that wait for their span's end.
@@ -101,10 +124,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 impl Exporter {
     /// Starts the background thread.
     pub fn new(config: Config) -> std::io::Result<Exporter> {
-        let (queue, rx) = mpsc::sync_channel(config.queue_size.max(1));
         let shared = Arc::new(Shared::default());
+        let (queue_size, batch_size) = (config.queue_size.max(1), config.batch_size.max(1));
         let worker = Worker {
-            rx,
             shared: Arc::clone(&shared),
             agent: ureq::Agent::new_with_config(
                 ureq::Agent::config_builder()
@@ -119,15 +141,17 @@ impl Exporter {
         std::thread::Builder::new()
             .name("pykregistry-otlp".into())
             .spawn(move || worker.run())?;
-        Ok(Exporter { queue, shared })
+        Ok(Exporter {
+            shared,
+            queue_size,
+            batch_size,
+        })
     }
 
-    /// Queues a span at its end; never blocks. Dropped (and counted) if the
-    /// queue is full or the exporter shut down.
+    /// Queues a span at its end; never waits for the background thread.
+    /// Dropped (and counted) if the queue is full or the exporter shut down.
     pub fn export(&self, span: SpanRecord) {
-        if self.shared.closed.load(Ordering::Relaxed)
-            || self.queue.try_send(Msg::Span(span)).is_err()
-        {
+        if !self.push(Item::Span(span)) {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -135,25 +159,43 @@ impl Exporter {
     /// Queues an event of the span with span id `parent`: it is sent as a
     /// span event when that span ends. Dropped if the queue is full.
     pub fn event(&self, parent: u64, event: EventRecord) {
-        if !self.shared.closed.load(Ordering::Relaxed) {
-            let _ = self.queue.try_send(Msg::Event(parent, event));
-        }
+        self.push(Item::Event(parent, event));
     }
 
     /// Notes that the span with span id `span` follows from `link`: sent as
     /// a link when that span ends. Dropped if the queue is full.
     pub fn link(&self, span: u64, link: Link) {
-        if !self.shared.closed.load(Ordering::Relaxed) {
-            let _ = self.queue.try_send(Msg::Link(span, link));
+        self.push(Item::Link(span, link));
+    }
+
+    /// Whether `item` was queued.
+    fn push(&self, item: Item) -> bool {
+        if self.shared.closed.load(Ordering::Relaxed) {
+            return false;
         }
+        let mut queue = self.shared.lock_queue();
+        if queue.items.len() >= self.queue_size {
+            return false;
+        }
+        let span = matches!(item, Item::Span(_));
+        queue.items.push(item);
+        queue.spans += usize::from(span);
+        let full = span && queue.spans == self.batch_size;
+        drop(queue);
+        if full {
+            self.shared.ready.notify_one();
+        }
+        true
     }
 
     /// Sends every span queued so far; whether that was done within
     /// `timeout` (spans that were not are counted as dropped or failed).
     #[allow(clippy::must_use_candidate)] // often called for its effect alone
     pub fn flush(&self, timeout: Duration) -> bool {
-        let deadline = deadline(timeout);
-        self.request(deadline, |ack| Msg::Flush(deadline, ack))
+        if self.shared.finished.load(Ordering::Acquire) {
+            return true;
+        }
+        self.request(false, deadline(timeout))
     }
 
     /// Sends every span queued so far and stops the background thread;
@@ -172,7 +214,7 @@ impl Exporter {
             }
             return true;
         }
-        self.request(deadline, |ack| Msg::Shutdown(deadline, ack))
+        self.request(true, deadline)
     }
 
     /// Whether [`Exporter::shutdown`] was called.
@@ -191,9 +233,9 @@ impl Exporter {
         }
     }
 
-    /// Hurries the background thread to `deadline`, queues `msg` (waiting
-    /// for room until `deadline`) and waits for its answer.
-    fn request(&self, deadline: Instant, msg: impl FnOnce(SyncSender<()>) -> Msg) -> bool {
+    /// Hurries the background thread to `deadline`, asks it to flush (or
+    /// shut down) and waits for its answer until then.
+    fn request(&self, shutdown: bool, deadline: Instant) -> bool {
         let (ack, answer) = mpsc::sync_channel(1);
         {
             let mut hurry = self
@@ -205,23 +247,30 @@ impl Exporter {
             hurry.serial += 1;
         }
         self.shared.wake.notify_all();
-        let mut msg = msg(ack);
-        loop {
-            match self.queue.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Full(m)) => {
-                    if Instant::now() >= deadline {
-                        return false;
-                    }
-                    msg = m;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(TrySendError::Disconnected(_)) => return false,
-            }
-        }
+        self.shared.lock_queue().requests.push(Request {
+            shutdown,
+            deadline,
+            ack,
+        });
+        self.shared.ready.notify_one();
         answer
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .is_ok()
+    }
+}
+
+impl Drop for Exporter {
+    /// The background thread sends what is left, within the configured
+    /// timeout, and ends.
+    fn drop(&mut self) {
+        self.shared.lock_queue().dropped = true;
+        self.shared.ready.notify_one();
+    }
+}
+
+impl Shared {
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -236,7 +285,6 @@ fn deadline(timeout: Duration) -> Instant {
 
 /// The background thread's state.
 struct Worker {
-    rx: Receiver<Msg>,
     shared: Arc<Shared>,
     agent: ureq::Agent,
     config: Config,
@@ -255,72 +303,98 @@ enum Outcome {
 impl Worker {
     fn run(mut self) {
         let mut due = Instant::now() + self.config.delay;
+        let mut items = Vec::new();
         loop {
-            match self
-                .rx
-                .recv_timeout(due.saturating_duration_since(Instant::now()))
-            {
-                Ok(Msg::Span(mut span)) => {
-                    if let Some(p) = self.pending.remove(&span.span_id) {
-                        span.events = p.events;
-                        span.links = p.links;
-                    }
-                    self.batch.push(span);
-                    if self.batch.len() >= self.config.batch_size {
-                        self.send(None);
-                        due = Instant::now() + self.config.delay;
-                    }
-                }
-                Ok(Msg::Event(parent, event)) => {
-                    if let Some(p) = self.pending_of(parent) {
-                        if p.events.len() < MAX_EVENTS {
-                            p.events.push(event);
-                        }
-                    }
-                }
-                Ok(Msg::Link(span, link)) => {
-                    if let Some(p) = self.pending_of(span) {
-                        if p.links.len() < MAX_LINKS {
-                            p.links.push(link);
-                        }
-                    }
-                }
-                Ok(Msg::Flush(deadline, ack)) => {
-                    self.send(Some(deadline));
-                    self.unhurry(deadline);
-                    let _ = ack.try_send(());
-                    due = Instant::now() + self.config.delay;
-                }
-                Ok(Msg::Shutdown(deadline, ack)) => {
-                    self.send(Some(deadline));
-                    self.finish();
-                    let _ = ack.try_send(());
-                    return;
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.send(None);
+            let (requests, dropped) = {
+                let mut queue = self.shared.lock_queue();
+                loop {
                     let now = Instant::now();
-                    self.pending
-                        .retain(|_, p| now.duration_since(p.since) < PENDING_FOR);
-                    due = now + self.config.delay;
+                    if queue.spans >= self.config.batch_size
+                        || !queue.requests.is_empty()
+                        || queue.dropped
+                        || now >= due
+                    {
+                        break;
+                    }
+                    queue = self
+                        .shared
+                        .ready
+                        .wait_timeout(queue, due - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    // The exporter was dropped: send what is left, in time.
+                std::mem::swap(&mut items, &mut queue.items);
+                queue.spans = 0;
+                (std::mem::take(&mut queue.requests), queue.dropped)
+            };
+            for item in items.drain(..) {
+                self.take(item);
+            }
+            let now = Instant::now();
+            let tick = now >= due;
+            if tick {
+                self.pending
+                    .retain(|_, p| now.duration_since(p.since) < PENDING_FOR);
+                due = now + self.config.delay;
+            }
+            if requests.is_empty() {
+                if self.batch.len() >= self.config.batch_size || tick || dropped {
                     self.send(None);
-                    self.finish();
-                    return;
+                }
+            } else {
+                let deadline = requests.iter().map(|r| r.deadline).min();
+                self.send(deadline);
+                for r in &requests {
+                    self.unhurry(r.deadline);
+                }
+            }
+            if dropped || requests.iter().any(|r| r.shutdown) {
+                self.finish();
+                for r in requests {
+                    let _ = r.ack.try_send(());
+                }
+                return;
+            }
+            for r in requests {
+                let _ = r.ack.try_send(());
+            }
+        }
+    }
+
+    /// One item taken off the queue.
+    fn take(&mut self, item: Item) {
+        match item {
+            Item::Span(mut span) => {
+                if let Some(p) = self.pending.remove(&span.span_id) {
+                    span.events = p.events;
+                    span.links = p.links;
+                }
+                self.batch.push(span);
+            }
+            Item::Event(parent, event) => {
+                if let Some(p) = self.pending_of(parent) {
+                    if p.events.len() < MAX_EVENTS {
+                        p.events.push(event);
+                    }
+                }
+            }
+            Item::Link(span, link) => {
+                if let Some(p) = self.pending_of(span) {
+                    if p.links.len() < MAX_LINKS {
+                        p.links.push(link);
+                    }
                 }
             }
         }
     }
 
-    /// Stops: spans still queued (they raced the shutdown) are dropped.
+    /// Stops: spans queued meanwhile (they raced the shutdown) are dropped.
     fn finish(&mut self) {
-        while let Ok(msg) = self.rx.try_recv() {
-            if let Msg::Span(_) = msg {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.shared.closed.store(true, Ordering::Release);
+        let queue = std::mem::take(&mut *self.shared.lock_queue());
+        self.shared
+            .dropped
+            .fetch_add(queue.spans as u64, Ordering::Relaxed);
         self.shared.finished.store(true, Ordering::Release);
     }
 

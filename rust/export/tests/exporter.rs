@@ -275,3 +275,32 @@ fn a_refused_batch_fails_without_retrying() {
     assert_eq!(exporter.counts().failed, 1);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_batch_leaves_when_its_delay_is_up_without_a_flush() {
+    let (url, received) = receiver(0);
+    let mut c = config(&url);
+    c.delay = Duration::from_millis(50);
+    let exporter = Exporter::new(c).unwrap();
+    exporter.export(span(1));
+    // A hang bound, not a timing.
+    let until = Instant::now() + Duration::from_secs(30);
+    while exporter.counts().exported == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(received.requests.lock().unwrap().len(), 1);
+    assert_eq!(exporter.counts().exported, 1);
+}
+
+#[test]
+fn a_dropped_exporter_sends_what_it_held() {
+    let (url, received) = receiver(0);
+    let exporter = Exporter::new(config(&url)).unwrap();
+    exporter.export(span(1));
+    drop(exporter);
+    let until = Instant::now() + Duration::from_secs(30);
+    while received.requests.lock().unwrap().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(received.requests.lock().unwrap().len(), 1);
+}
