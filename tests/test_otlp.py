@@ -352,35 +352,37 @@ def test_a_refusing_collector_counts_failures(receiver: Receiver) -> None:
 
 def test_a_full_queue_drops_and_counts_without_blocking(silent: str) -> None:
     # The collector never answers: the background thread is stuck on its
-    # first batch (at most 512 spans) while the queue (2048) fills; every
-    # other span is dropped at once. Were the application's thread to wait
-    # for room, this would hang (pytest's timeout) instead.
-    exporter = OtlpExporter(silent, timeout=1.0)
+    # first request (a batch of 512 spans, taken with whatever else was
+    # queued when it woke) while the queue (2048) fills; every later span is
+    # dropped at once. Were the application's thread to wait for room, this
+    # would hang (pytest's timeout) or drop nothing.
+    exporter = OtlpExporter(silent, timeout=60.0)
     reg = Registry(layers=[exporter])
     n = 20_000
     for _ in range(n):
         with reg.span("x"):
             pass
-    assert n - 2048 - 512 <= exporter.dropped <= n - 2048
+    assert n // 2 <= exporter.dropped <= n - 2048 - 512
+    assert exporter.exported == exporter.failed == 0
     exporter.shutdown(0.5)
-    assert exporter.exported == 0
 
 
 DOWN = """
-    import sys
     from pykregistry import OtlpExporter, Registry
-    exporter = OtlpExporter(sys.argv[1] if len(sys.argv) > 1 else {url!r}, timeout=1.0)
+    exporter = OtlpExporter({url!r}, timeout=1.0)
     reg = Registry(layers=[exporter])
     for i in range(5000):
         with reg.span("work", i=i):
             pass
-    exporter.shutdown(5)
+    # Each batch left retries after its 1 s timeout: the counts are final
+    # once shutdown returns True.
+    assert exporter.shutdown(30)
     print(exporter.exported, exporter.dropped, exporter.failed)
 """
 
 
 def test_a_down_collector_drops_and_fails_and_the_program_goes_on() -> None:
-    out, _ = run(DOWN.format(url=closed_port()))
+    out, _ = run(DOWN.format(url=closed_port()), timeout=90)
     exported, dropped, failed = map(int, out.split())
     assert exported == 0
     assert failed > 0
