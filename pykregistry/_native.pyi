@@ -23,6 +23,7 @@ __all__ = [
     "Entered",
     "Event",
     "JsonLines",
+    "OtlpExporter",
     "Registry",
     "RemoteParent",
     "Span",
@@ -31,7 +32,9 @@ __all__ = [
     "_flush_json_lines",
     "_gc_phase",
     "_json_lines_forked",
+    "_otlp_forked",
     "_reseed_ids",
+    "_shutdown_otlp_exporters",
     "inject",
 ]
 
@@ -586,6 +589,95 @@ class JsonLines:
         /,
     ) -> Literal[False]: ...
 
+@final
+class OtlpExporter:
+    """A built-in layer that sends every span at its end to an OpenTelemetry
+    collector over OTLP/HTTP (protobuf): ``Registry(layers=[OtlpExporter()])``.
+
+    At a span's end the application's thread only copies what the span
+    carries and queues it; a background thread batches, encodes and sends
+    with the GIL released, retrying with backoff (connection errors, 429,
+    502, 503, 504) until ``timeout``. Fields become attributes (lists and
+    tuples as arrays), the target the instrumentation scope, ``level``,
+    ``busy_ns`` and ``idle_ns`` attributes; a recorded error becomes status
+    ERROR and an ``exception`` event; events inside a span become its span
+    events, ``follows_from`` its links; ids are the spans' ``trace_id`` and
+    ``span_id``. Nothing blocks or raises into the program: a full queue
+    (2048 spans) or a collector that is down drops spans and counts them.
+    At interpreter exit the exporter sends what it holds within
+    ``exit_timeout`` seconds; in a child process after ``os.fork()`` it
+    starts afresh and never sends the parent's spans.
+    """
+
+    def __new__(
+        cls,
+        endpoint: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+        service_name: str | None = None,
+        resource_attributes: Mapping[str, object] | None = None,
+        exit_timeout: float = 2.0,
+    ) -> OtlpExporter:
+        """Starts the background thread.
+
+        ``endpoint`` is the collector's base URL (``/v1/traces`` is appended
+        unless the path ends with it); without it,
+        ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` (used as is),
+        ``OTEL_EXPORTER_OTLP_ENDPOINT`` (``/v1/traces`` appended) or
+        ``http://localhost:4318/v1/traces``. ``headers`` add to (and replace)
+        those of ``OTEL_EXPORTER_OTLP_HEADERS``. The resource is
+        ``OTEL_RESOURCE_ATTRIBUTES``, then ``OTEL_SERVICE_NAME``,
+        ``resource_attributes`` and ``service_name``, later ones winning.
+        ``ValueError`` for an endpoint that is not ``http://`` (``https://``
+        needs a build with the ``tls`` feature) or a negative timeout.
+        """
+
+    @property
+    def endpoint(self) -> str:
+        """The URL spans are sent to."""
+
+    @property
+    def resource(self) -> dict[str, object]:
+        """The resource's attributes (``service.name`` among them)."""
+
+    @property
+    def exported(self) -> int:
+        """Spans the collector accepted."""
+
+    @property
+    def dropped(self) -> int:
+        """Spans never sent: the queue was full, the exporter was shut down,
+        or a flush or shutdown ran out of time before trying them."""
+
+    @property
+    def failed(self) -> int:
+        """Spans sent and not accepted once retries ran out (the collector
+        unreachable or refusing them)."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`shutdown` has run."""
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Sends the spans ended so far, waiting at most ``timeout`` seconds
+        (the exporter's ``timeout`` by default); whether all were handled
+        (exported or counted as failed) in time."""
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Sends the spans ended so far and stops; later spans are dropped.
+        Waits at most ``timeout`` seconds (the exporter's ``timeout`` by
+        default); whether that was done in time."""
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Literal[False]: ...
+
 def _close_open_spans() -> None:
     """Registered with ``atexit`` (to run before :func:`_flush_json_lines`):
     every span still open ends and closes, children first, so that layers
@@ -603,6 +695,10 @@ def _gc_phase(phase: str, _info: object) -> None:
 def _json_lines_forked() -> None:
     """Run in a child process after ``os.fork()``: the parent's
     :class:`JsonLines` stop writing there."""
+
+def _otlp_forked() -> None:
+    """Run in a child process after ``os.fork()``: each
+    :class:`OtlpExporter` made in the parent starts afresh there."""
 
 def _reseed_ids() -> None:
     """Run in a child process after ``os.fork()``: draws a new key for span
@@ -767,3 +863,8 @@ class Callsite:
     @property
     def registry(self) -> Registry:
         """The registry the spans go to."""
+
+def _shutdown_otlp_exporters() -> None:
+    """Registered with ``atexit`` (to run after :func:`_close_open_spans`):
+    each :class:`OtlpExporter` sends what it holds within its
+    ``exit_timeout``."""

@@ -7,9 +7,12 @@ machine noise hits all of them alike); the table gives the median ns per
 operation and its ratios to an empty ``with CM():`` over a Python class, to
 P1 (``with reg.span("x"):``) and to a plain function call, all measured in
 the same rounds. The OpenTelemetry SDK row appears when ``opentelemetry-sdk``
-is installed. Memory per live span is the growth of resident memory while
+is installed, and P11's SDK row (BatchSpanProcessor and the OTLP/HTTP
+exporter) when ``opentelemetry-exporter-otlp-proto-http`` is too; P11 sends
+to a collector on loopback, a receiver in a subprocess that accepts every
+request. Memory per live span is the growth of resident memory while
 200,000 handles are held (Linux: read from ``/proc``). Each target of the
-specification that this measures (P1-P5, P8, P13) is shown beside its
+specification that this measures (P1-P5, P8, P11, P13) is shown beside its
 measure, met or not. ``--markdown`` prints the same as Markdown tables after a
 line saying when, how and on what machine they were measured: the docs'
 figures page is that output (``docs/figures.md``). The test suite runs this
@@ -30,12 +33,13 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import timeit
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pykregistry
@@ -116,6 +120,45 @@ def bytes_per_live_span(make: Callable[[], object], n: int = 200_000) -> float:
     return per
 
 
+# A collector on loopback for P11: accepts every POST and discards it.
+LOOPBACK_COLLECTOR = """
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+def loopback_collector(at_end: list[Callable[[], None]]) -> str:
+    """Starts the P11 collector in a subprocess (stopped at the end); its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOOPBACK_COLLECTOR], stdout=subprocess.PIPE, text=True
+    )
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    at_end.append(stop)
+    assert proc.stdout is not None
+    return f"http://127.0.0.1:{int(proc.stdout.readline())}"
+
+
 # --- cases -------------------------------------------------------------------
 
 # The cases the targets are computed from, by name.
@@ -125,6 +168,8 @@ P2 = "P2 3 nested"
 CALL = "plain call f()"
 P8 = "P8 JsonLines layer writing a file"
 OTEL = "OpenTelemetry SDK, no processor"
+P11 = "P11 OtlpExporter, loopback"
+P11_SDK = "OpenTelemetry SDK+Batch+OTLP HTTP"
 # Their words in the targets' table, with `code` marked.
 P3_CASES = {
     "P3 filtered out, callsite": "`with callsite.span():`",
@@ -139,10 +184,14 @@ P4_CASES = {
 
 
 def cases(
-    after_round: list[Callable[[], None]], at_end: list[Callable[[], None]]
+    after_round: list[Callable[[], None]],
+    at_end: list[Callable[[], None]],
+    notes: dict[str, str] | None = None,
 ) -> dict[str, Callable[[], None]]:
     """The timed cases; ``after_round`` and ``at_end`` get what must run
-    between rounds and once they are done."""
+    between rounds and once they are done; ``notes`` what the targets say
+    besides the timings (set once ``at_end`` has run)."""
+    notes = {} if notes is None else notes
     reg = pykregistry.Registry()
     pure = PurePythonRegistry()
     held = reg.span("held")
@@ -241,6 +290,21 @@ def cases(
         with json_reg.span("x"):
             pass
 
+    # P11: the native OTLP exporter, sending to a collector on loopback.
+    url = loopback_collector(at_end)
+    otlp = pykregistry.OtlpExporter(url, exit_timeout=0.5)
+    otlp_reg = pykregistry.Registry(layers=[otlp])
+
+    def otlp_counts() -> None:
+        otlp.shutdown(5)
+        notes[P11] = f"exported {otlp.exported}, dropped {otlp.dropped}, failed {otlp.failed}"
+
+    at_end.insert(0, otlp_counts)
+
+    def p11_otlp() -> None:
+        with otlp_reg.span("x"):
+            pass
+
     out = {
         BASELINE: empty_with,
         P1: p1_span,
@@ -257,6 +321,7 @@ def cases(
         "P4 @instrument f(x), x recorded": p4_instrumented_arg,
         "P4 @instrument f(), filtered out": p4_filtered_instrumented_call,
         P8: p8_json_lines,
+        P11: p11_otlp,
         "pure-Python registry": pure_python,
     }
     try:
@@ -269,6 +334,26 @@ def cases(
                 pass
 
         out[OTEL] = otel
+    except ImportError:
+        pass
+    try:
+        sdk_trace = importlib.import_module("opentelemetry.sdk.trace")
+        sdk_export: Any = importlib.import_module("opentelemetry.sdk.trace.export")
+        otlp_http: Any = importlib.import_module(
+            "opentelemetry.exporter.otlp.proto.http.trace_exporter"
+        )
+        provider = sdk_trace.TracerProvider()
+        provider.add_span_processor(
+            sdk_export.BatchSpanProcessor(otlp_http.OTLPSpanExporter(endpoint=f"{url}/v1/traces"))
+        )
+        otel_tracer = provider.get_tracer("bench")
+        at_end.insert(0, provider.shutdown)
+
+        def otel_otlp() -> None:
+            with otel_tracer.start_as_current_span("x"):
+                pass
+
+        out[P11_SDK] = otel_otlp
     except ImportError:
         pass
     return out
@@ -323,6 +408,8 @@ class Results:
     nested_20000_ns: float
     bytes_per_span: float | None
     bytes_per_pure_span: float | None
+    notes: dict[str, str] = field(default_factory=dict)
+    """What cases said besides their timings (P11's counts)."""
 
     def median(self, case: str) -> float:
         """The case's median ns per operation."""
@@ -338,7 +425,7 @@ def at_most(rule: str, what: str, value: float, limit: float, unit: str, detail:
 
 def targets(results: Results) -> list[Target]:
     """The targets of SPEC section 6 that this command measures (P1-P5, P8,
-    P13), each beside its measure."""
+    P11, P13), each beside its measure."""
     base = results.median(BASELINE)
     p1 = results.median(P1)
     call = results.median(CALL)
@@ -412,6 +499,40 @@ def targets(results: Results) -> list[Target]:
             f"{json_lines:,.0f} ns",
         )
     )
+    p11 = results.median(P11)
+    out.append(
+        at_most(
+            "P11",
+            "`OtlpExporter` to a collector on loopback / P1",
+            p11 / p1,
+            1.5,
+            "x",
+            f"{p11:,.0f} ns; {results.notes.get(P11, '')}",
+        )
+    )
+    what = "OpenTelemetry SDK + BatchSpanProcessor + OTLP/HTTP / P11, per span"
+    if P11_SDK in results.samples:
+        sdk = results.median(P11_SDK)
+        out.append(
+            Target(
+                "P11",
+                what,
+                f"{sdk / p11:.1f}x ({sdk:,.0f} vs {p11:,.0f} ns)",
+                ">= 20x",
+                sdk / p11 >= 20,
+            )
+        )
+    else:
+        out.append(
+            Target(
+                "P11",
+                what,
+                "not measured: opentelemetry-sdk or opentelemetry-exporter-otlp-proto-http"
+                " is not installed",
+                ">= 20x",
+                None,
+            )
+        )
     deep, shallow = results.nested_20000_ns, results.nested_10_ns
     out.append(
         at_most(
@@ -450,12 +571,13 @@ def measure(rounds: int, number: int) -> Results:
     each, then the nesting (P13) and memory (P5) measures."""
     after_round: list[Callable[[], None]] = []
     at_end: list[Callable[[], None]] = []
-    timed = cases(after_round, at_end)
+    notes: dict[str, str] = {}
+    timed = cases(after_round, at_end, notes)
     samples: dict[str, list[float]] = {name: [] for name in timed}
     try:
         for _ in range(rounds):
             for name, fn in timed.items():
-                n = number // 20 if name == OTEL else number
+                n = number // 20 if name in (OTEL, P11_SDK) else number
                 samples[name].append(timeit.timeit(fn, number=n) / n * 1e9)
             for step in after_round:
                 step()
@@ -471,7 +593,7 @@ def measure(rounds: int, number: int) -> Results:
         per_span = bytes_per_live_span(lambda: reg.span("x"))
         pure = PurePythonRegistry()
         per_pure = bytes_per_live_span(lambda: pure.span("x"))
-    return Results(samples, shallow, deep, per_span, per_pure)
+    return Results(samples, shallow, deep, per_span, per_pure, notes)
 
 
 def print_text(results: Results, args: argparse.Namespace) -> None:

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use pykregistry_core::{Config, Hooks, Id, SpanData, WeakRegistry};
+use pykregistry_core::{Config, Hooks, Id, SpanData, TraceParent, WeakRegistry};
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -47,6 +47,10 @@ pub(crate) trait Sink: Send + Sync {
     fn write_span(&self, id: Id, span: &SpanData<SpanExt>);
     /// An event.
     fn write_event(&self, py: Python<'_>, event: &Event);
+    /// R10: `span` follows from the span named `follows` (R13).
+    fn write_follows_from(&self, span: &SpanData<SpanExt>, follows: TraceParent) {
+        let _ = (span, follows);
+    }
 }
 
 /// The lifecycle steps a layer can hook.
@@ -217,6 +221,17 @@ impl Layers {
         let sinks = Arc::clone(&self.sinks.read().unwrap_or_else(PoisonError::into_inner));
         for sink in sinks.iter().filter(|s| s.writes_events()) {
             sink.write_event(py, event);
+        }
+    }
+
+    /// Tells the built-in layers that `span` follows from `follows`.
+    pub(crate) fn write_follows_from(&self, span: &SpanData<SpanExt>, follows: TraceParent) {
+        if !self.sinks_on.load(Ordering::Acquire) {
+            return;
+        }
+        let sinks = Arc::clone(&self.sinks.read().unwrap_or_else(PoisonError::into_inner));
+        for sink in sinks.iter() {
+            sink.write_follows_from(span, follows);
         }
     }
 

@@ -14,6 +14,7 @@ mod inject;
 mod jsonlines;
 mod layers;
 mod live;
+mod otlp;
 mod propagation;
 mod registries;
 mod registry;
@@ -51,6 +52,8 @@ mod _native {
     #[pymodule_export]
     use crate::jsonlines::{_flush_json_lines, _json_lines_forked, JsonLines};
     #[pymodule_export]
+    use crate::otlp::{_otlp_forked, _shutdown_otlp_exporters, OtlpExporter};
+    #[pymodule_export]
     use crate::propagation::RemoteParent;
     #[pymodule_export]
     use crate::registries::_close_open_spans;
@@ -86,6 +89,10 @@ mod _native {
         let flush = m.getattr("_flush_json_lines")?;
         let atexit = py.import("atexit")?;
         atexit.getattr("register")?.call1((&flush,))?;
+        // P12: exporters send what they hold, each within its exit_timeout.
+        atexit
+            .getattr("register")?
+            .call1((m.getattr("_shutdown_otlp_exporters")?,))?;
         // Registered after the flush, so it runs before it (R15): spans
         // still open at exit end and close, leaves first, and are written.
         atexit
@@ -96,6 +103,10 @@ mod _native {
             let kwargs = pyo3::types::PyDict::new(py);
             kwargs.set_item("before", &flush)?;
             kwargs.set_item("after_in_child", m.getattr("_json_lines_forked")?)?;
+            register_at_fork.call((), Some(&kwargs))?;
+            // A child never sends its parent's spans.
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item("after_in_child", m.getattr("_otlp_forked")?)?;
             register_at_fork.call((), Some(&kwargs))?;
             // R13: a child's span and trace ids must not repeat its parent's.
             let kwargs = pyo3::types::PyDict::new(py);

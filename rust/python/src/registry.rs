@@ -128,6 +128,9 @@ fn caller_module(py: Python<'_>) -> Option<Bound<'_, PyString>> {
 
 /// The sink a native layer writes through, if `layer` is one.
 fn sink_of(layer: &Bound<'_, PyAny>) -> Option<std::sync::Arc<dyn crate::layers::Sink>> {
+    if let Ok(otlp) = layer.cast::<crate::otlp::OtlpExporter>() {
+        return Some(otlp.get().sink.clone());
+    }
     let json = layer.cast::<crate::jsonlines::JsonLines>().ok()?;
     Some(json.get().sink.clone())
 }
@@ -410,9 +413,16 @@ impl PyRegistry {
     }
 
     pub(crate) fn follows_from_id(&self, py: Python<'_>, id: Id, follows: Id) -> PyResult<()> {
-        self.core
+        let span = self
+            .core
             .live_slot(id, Op::FollowsFrom)
             .map_err(RegistryError)?;
+        if let Some(other) = self.core.get(follows) {
+            self.core
+                .hooks()
+                .write_follows_from(&span, other.as_trace_parent());
+        }
+        drop(span);
         self.core.hooks().dispatch(py, Step::FollowsFrom, || {
             Ok((
                 Bound::new(py, SpanRef::new(self.core.clone(), id))?,
