@@ -567,124 +567,131 @@ mod tests {
             .prop_map(|(k, v)| format!("{k}={v}"))
     }
 
-    proptest! {
-        #[test]
-        fn parsing_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
-            let _ = parse_traceparent(&bytes);
-            let _ = parse_tracestate(&bytes);
-            let _ = RemoteParent::from_headers(&bytes, Some(&bytes));
-        }
+    /// Property tests: natively only (`make test`); `make proofs` skips them
+    /// under miri, where each takes minutes and the parsers hold no unsafe
+    /// code nor any concurrency.
+    mod props {
+        use super::*;
 
-        #[test]
-        fn near_traceparents_never_panic(
-            s in "[ \t]{0,2}[0-9a-fA-F.-]{2}-[0-9a-f-]{30,34}-[0-9a-f-]{14,18}-[0-9a-f.-]{1,3}[-.a-z]{0,5}[ \t]{0,2}"
-        ) {
-            let _ = parse_traceparent(s.as_bytes());
-        }
-
-        #[test]
-        fn traceparent_round_trips(trace_id in 1..=u128::MAX, span_id in 1..=u64::MAX, flags: u8) {
-            let tp = TraceParent { trace_id, span_id };
-            let header = format_traceparent(tp, flags);
-            prop_assert_eq!(&header, &by_hand(0, trace_id, span_id, flags));
-            prop_assert_eq!(parse_traceparent(header.as_bytes()), Some((tp, flags & KNOWN_FLAGS)));
-        }
-
-        #[test]
-        fn traceparent_is_valid_exactly_as_the_grammar_says(
-            version: u8, trace_id: u128, span_id: u64, flags: u8,
-            tail in prop::option::of("[-.a-z0-9]{0,8}"),
-        ) {
-            let mut header = by_hand(version, trace_id, span_id, flags);
-            if let Some(tail) = &tail {
-                header.push_str(tail);
+        proptest! {
+            #[test]
+            fn parsing_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+                let _ = parse_traceparent(&bytes);
+                let _ = parse_tracestate(&bytes);
+                let _ = RemoteParent::from_headers(&bytes, Some(&bytes));
             }
-            let tail_ok = match tail.as_deref() {
-                None | Some("") => true,
-                Some(t) => version != 0 && t.starts_with('-'),
-            };
-            let valid = version != 0xff && trace_id != 0 && span_id != 0 && tail_ok;
-            let expected = valid.then_some((TraceParent { trace_id, span_id }, flags & KNOWN_FLAGS));
-            prop_assert_eq!(parse_traceparent(header.as_bytes()), expected);
-        }
 
-        #[test]
-        fn traceparent_with_any_byte_changed_is_valid_only_if_still_well_formed(
-            trace_id in 1..=u128::MAX, span_id in 1..=u64::MAX, flags: u8,
-            at in 0..55usize, byte: u8,
-        ) {
-            let mut header = by_hand(0, trace_id, span_id, flags).into_bytes();
-            let dash = matches!(at, 2 | 35 | 52);
-            header[at] = byte;
-            let parsed = parse_traceparent(&header);
-            let hexdig = byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte);
-            if (dash && byte != b'-') || (!dash && !hexdig) {
-                // Whitespace at either end is trimmed, which leaves 54
-                // characters: invalid too.
-                prop_assert_eq!(parsed, None);
-            } else if at >= 3 {
-                let s = std::str::from_utf8(&header).unwrap();
-                let t = u128::from_str_radix(&s[3..35], 16).unwrap();
-                let p = u64::from_str_radix(&s[36..52], 16).unwrap();
-                let f = u8::from_str_radix(&s[53..55], 16).unwrap();
-                let expected = (t != 0 && p != 0).then_some((TraceParent { trace_id: t, span_id: p }, f & KNOWN_FLAGS));
-                prop_assert_eq!(parsed, expected);
-            } else {
-                let v = u8::from_str_radix(std::str::from_utf8(&header[..2]).unwrap(), 16).unwrap();
-                prop_assert_eq!(parsed.is_some(), v != 0xff);
+            #[test]
+            fn near_traceparents_never_panic(
+                s in "[ \t]{0,2}[0-9a-fA-F.-]{2}-[0-9a-f-]{30,34}-[0-9a-f-]{14,18}-[0-9a-f.-]{1,3}[-.a-z]{0,5}[ \t]{0,2}"
+            ) {
+                let _ = parse_traceparent(s.as_bytes());
             }
-        }
 
-        #[test]
-        fn tracestate_of_valid_members_keeps_them(members in prop::collection::vec(member(), 1..=32)) {
-            let header = members.join(" , ");
-            let parsed = parse_tracestate(header.as_bytes());
-            let mut seen = Vec::new();
-            for m in &members {
-                let key = m.split('=').next().unwrap();
-                if !seen.iter().any(|s: &String| s.split('=').next().unwrap() == key) {
-                    seen.push(m.clone());
+            #[test]
+            fn traceparent_round_trips(trace_id in 1..=u128::MAX, span_id in 1..=u64::MAX, flags: u8) {
+                let tp = TraceParent { trace_id, span_id };
+                let header = format_traceparent(tp, flags);
+                prop_assert_eq!(&header, &by_hand(0, trace_id, span_id, flags));
+                prop_assert_eq!(parse_traceparent(header.as_bytes()), Some((tp, flags & KNOWN_FLAGS)));
+            }
+
+            #[test]
+            fn traceparent_is_valid_exactly_as_the_grammar_says(
+                version: u8, trace_id: u128, span_id: u64, flags: u8,
+                tail in prop::option::of("[-.a-z0-9]{0,8}"),
+            ) {
+                let mut header = by_hand(version, trace_id, span_id, flags);
+                if let Some(tail) = &tail {
+                    header.push_str(tail);
+                }
+                let tail_ok = match tail.as_deref() {
+                    None | Some("") => true,
+                    Some(t) => version != 0 && t.starts_with('-'),
+                };
+                let valid = version != 0xff && trace_id != 0 && span_id != 0 && tail_ok;
+                let expected = valid.then_some((TraceParent { trace_id, span_id }, flags & KNOWN_FLAGS));
+                prop_assert_eq!(parse_traceparent(header.as_bytes()), expected);
+            }
+
+            #[test]
+            fn traceparent_with_any_byte_changed_is_valid_only_if_still_well_formed(
+                trace_id in 1..=u128::MAX, span_id in 1..=u64::MAX, flags: u8,
+                at in 0..55usize, byte: u8,
+            ) {
+                let mut header = by_hand(0, trace_id, span_id, flags).into_bytes();
+                let dash = matches!(at, 2 | 35 | 52);
+                header[at] = byte;
+                let parsed = parse_traceparent(&header);
+                let hexdig = byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte);
+                if (dash && byte != b'-') || (!dash && !hexdig) {
+                    // Whitespace at either end is trimmed, which leaves 54
+                    // characters: invalid too.
+                    prop_assert_eq!(parsed, None);
+                } else if at >= 3 {
+                    let s = std::str::from_utf8(&header).unwrap();
+                    let t = u128::from_str_radix(&s[3..35], 16).unwrap();
+                    let p = u64::from_str_radix(&s[36..52], 16).unwrap();
+                    let f = u8::from_str_radix(&s[53..55], 16).unwrap();
+                    let expected = (t != 0 && p != 0).then_some((TraceParent { trace_id: t, span_id: p }, f & KNOWN_FLAGS));
+                    prop_assert_eq!(parsed, expected);
+                } else {
+                    let v = u8::from_str_radix(std::str::from_utf8(&header[..2]).unwrap(), 16).unwrap();
+                    prop_assert_eq!(parsed.is_some(), v != 0xff);
                 }
             }
-            let joined = seen.join(",");
-            if joined.len() <= MAX_TRACESTATE_LEN {
-                prop_assert_eq!(parsed, Some(joined));
-            } else {
-                // No member is longer than 128 characters: the right-most
-                // go, until what is left fits.
-                let parsed = parsed.unwrap();
-                let kept = parsed.split(',').count();
-                prop_assert_eq!(&parsed, &seen[..kept].join(","));
-                prop_assert!(parsed.len() <= MAX_TRACESTATE_LEN);
-                prop_assert!(seen[..=kept].join(",").len() > MAX_TRACESTATE_LEN);
-            }
-        }
 
-        #[test]
-        fn tracestate_normalized_parses_to_itself(bytes in prop::collection::vec(any::<u8>(), 0..700)) {
-            if let Some(s) = parse_tracestate(&bytes) {
-                prop_assert!(!s.is_empty() && s.len() <= MAX_TRACESTATE_LEN);
-                prop_assert!(s.split(',').count() <= MAX_TRACESTATE_MEMBERS);
-                prop_assert_eq!(parse_tracestate(s.as_bytes()), Some(s.clone()));
+            #[test]
+            fn tracestate_of_valid_members_keeps_them(members in prop::collection::vec(member(), 1..=32)) {
+                let header = members.join(" , ");
+                let parsed = parse_tracestate(header.as_bytes());
+                let mut seen = Vec::new();
+                for m in &members {
+                    let key = m.split('=').next().unwrap();
+                    if !seen.iter().any(|s: &String| s.split('=').next().unwrap() == key) {
+                        seen.push(m.clone());
+                    }
+                }
+                let joined = seen.join(",");
+                if joined.len() <= MAX_TRACESTATE_LEN {
+                    prop_assert_eq!(parsed, Some(joined));
+                } else {
+                    // No member is longer than 128 characters: the right-most
+                    // go, until what is left fits.
+                    let parsed = parsed.unwrap();
+                    let kept = parsed.split(',').count();
+                    prop_assert_eq!(&parsed, &seen[..kept].join(","));
+                    prop_assert!(parsed.len() <= MAX_TRACESTATE_LEN);
+                    prop_assert!(seen[..=kept].join(",").len() > MAX_TRACESTATE_LEN);
+                }
             }
-        }
 
-        #[test]
-        fn tracestate_with_a_malformed_member_is_dropped(
-            members in prop::collection::vec(member(), 0..8),
-            at in 0..8usize,
-            bad in prop_oneof![
-                "[A-Z][a-z]{0,5}=1",
-                "[a-z]{1,5}",
-                "[a-z]{1,5}=",
-                "[a-z]{1,5}=[a-z]*=[a-z]*",
-                "[a-z]{1,5}=[a-z]*[\t\n\u{80}-\u{10ffff}][a-z]+",
-                "[_*/@-][a-z]{0,5}=1",
-            ],
-        ) {
-            let mut members = members;
-            members.insert(at.min(members.len()), bad);
-            prop_assert_eq!(parse_tracestate(members.join(",").as_bytes()), None);
+            #[test]
+            fn tracestate_normalized_parses_to_itself(bytes in prop::collection::vec(any::<u8>(), 0..700)) {
+                if let Some(s) = parse_tracestate(&bytes) {
+                    prop_assert!(!s.is_empty() && s.len() <= MAX_TRACESTATE_LEN);
+                    prop_assert!(s.split(',').count() <= MAX_TRACESTATE_MEMBERS);
+                    prop_assert_eq!(parse_tracestate(s.as_bytes()), Some(s.clone()));
+                }
+            }
+
+            #[test]
+            fn tracestate_with_a_malformed_member_is_dropped(
+                members in prop::collection::vec(member(), 0..8),
+                at in 0..8usize,
+                bad in prop_oneof![
+                    "[A-Z][a-z]{0,5}=1",
+                    "[a-z]{1,5}",
+                    "[a-z]{1,5}=",
+                    "[a-z]{1,5}=[a-z]*=[a-z]*",
+                    "[a-z]{1,5}=[a-z]*[\t\n\u{80}-\u{10ffff}][a-z]+",
+                    "[_*/@-][a-z]{0,5}=1",
+                ],
+            ) {
+                let mut members = members;
+                members.insert(at.min(members.len()), bad);
+                prop_assert_eq!(parse_tracestate(members.join(",").as_bytes()), None);
+            }
         }
     }
 }
