@@ -5,6 +5,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::ptr;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -60,7 +61,7 @@ pub(crate) fn get(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
 /// view is left as it is: entries' flags, not the view, decide what counts
 /// and what is current, and the next enter or exit there trims the view.
 pub(crate) fn set(py: Python<'_>, top: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-    if COLLECTING.try_with(Cell::get).unwrap_or(0) > 0 {
+    if collecting_here() {
         overlay_set(py, top);
         return Ok(());
     }
@@ -98,7 +99,7 @@ thread_local! {
 /// running and set one: `Some(None)` for an empty stack.
 #[allow(clippy::option_option)]
 fn overlay_get(py: Python<'_>) -> Option<Option<Bound<'_, PyAny>>> {
-    if COLLECTING.try_with(Cell::get).unwrap_or(0) == 0 {
+    if !collecting_here() {
         return None;
     }
     let ctx = context_address();
@@ -131,6 +132,18 @@ fn overlay_set(py: Python<'_>, top: Option<&Bound<'_, PyAny>>) {
     let _ = py;
 }
 
+/// Collections in progress on any thread: zero almost always, which spares
+/// the hot path the thread-local read. Only touched holding the GIL (the
+/// collector's callbacks and finalizers run with it), so a relaxed load
+/// sees every update that matters to this thread.
+static ANY_COLLECTING: AtomicU32 = AtomicU32::new(0);
+
+/// Whether a collection is running on this thread (see [`set`]).
+#[inline]
+fn collecting_here() -> bool {
+    ANY_COLLECTING.load(Ordering::Relaxed) > 0 && COLLECTING.try_with(Cell::get).unwrap_or(0) > 0
+}
+
 /// `gc.callbacks` entry: counts this thread's collections in progress.
 #[pyfunction]
 pub(crate) fn _gc_phase(phase: &str, _info: &Bound<'_, PyAny>) {
@@ -138,9 +151,15 @@ pub(crate) fn _gc_phase(phase: &str, _info: &Bound<'_, PyAny>) {
         .try_with(|n| match phase {
             "start" => {
                 n.set(n.get() + 1);
+                let any = ANY_COLLECTING.load(Ordering::Relaxed);
+                ANY_COLLECTING.store(any + 1, Ordering::Relaxed);
                 false
             }
             "stop" => {
+                if n.get() > 0 {
+                    let any = ANY_COLLECTING.load(Ordering::Relaxed);
+                    ANY_COLLECTING.store(any.saturating_sub(1), Ordering::Relaxed);
+                }
                 n.set(n.get().saturating_sub(1));
                 n.get() == 0
             }
