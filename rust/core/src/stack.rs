@@ -18,15 +18,15 @@ struct Entry {
 }
 
 impl SpanStack {
-    /// Pushes `id`; returns `true` if this is its first (non-duplicate) entry,
-    /// which must take a reference.
+    /// R5: pushes `id`; returns `true` if this is its first (non-duplicate)
+    /// entry, which must take a reference.
     pub fn push(&mut self, id: Id) -> bool {
         let duplicate = self.entries.iter().any(|e| e.id == id);
         self.entries.push(Entry { id, duplicate });
         !duplicate
     }
 
-    /// Removes the most recent entry of `id`, wherever it is. Returns `true`
+    /// R5: removes the most recent entry of `id`, wherever it is. Returns `true`
     /// if that was the non-duplicate entry, whose reference must be released;
     /// `false` if it was a duplicate or `id` was not on the stack.
     pub fn pop(&mut self, id: Id) -> bool {
@@ -36,7 +36,7 @@ impl SpanStack {
         }
     }
 
-    /// The topmost non-duplicate entry.
+    /// R6: the topmost non-duplicate entry.
     #[must_use]
     pub fn current(&self) -> Option<Id> {
         self.entries
@@ -46,7 +46,8 @@ impl SpanStack {
             .map(|e| e.id)
     }
 
-    /// Removes every entry; returns the IDs whose references were held.
+    /// R11: removes every entry (the context ended); returns the IDs whose
+    /// references were held.
     pub fn drain_held(&mut self) -> impl Iterator<Item = Id> + '_ {
         self.entries
             .drain(..)
