@@ -9,9 +9,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyString, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use crate::args::{self, str_arg};
 use crate::convert;
 use crate::fastcall::{is_keyword, Args, FastMethod};
-use crate::registry::{str_arg, PyRegistry, SpanArgs};
+use crate::registry::{PyRegistry, SpanArgs};
 use crate::span::Span;
 
 /// A call site: a span's name, target, level and field names, and the
@@ -109,12 +110,13 @@ impl Callsite {
         if let Some(registry) = registry {
             return Callsite::new(registry, name, target, level, fields);
         }
-        let default = py
-            .import("pykregistry._default")?
-            .getattr("default_registry")?
-            .call0()?
-            .cast_into::<PyRegistry>()?;
-        Callsite::new(&default, name, target, level, fields)
+        Callsite::new(
+            &PyRegistry::default_registry(py)?,
+            name,
+            target,
+            level,
+            fields,
+        )
     }
 
     /// Whether spans of this call site can be enabled.
@@ -209,7 +211,7 @@ Keywords are the declared fields, and `parent`.";
         let args = SpanArgs {
             target: Some(site.target.bind(py).clone()),
             level: site.level,
-            parent,
+            parent: args::parent(parent, site.registry.get().core.uid())?,
             fields,
         };
         let span = Span::make(

@@ -1,14 +1,14 @@
-//! Conversions of Python arguments: IDs, levels, parents, field values.
+//! Conversions between Python values and the core's: IDs, levels, field
+//! values. (A `parent=` argument, which may be a handle, is read by
+//! `args`.)
 
-use pykregistry_core::{Fields, Id, Level, Parent, Value};
+use pykregistry_core::{Fields, Id, Level, Value};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use crate::errors::{InvalidSpanIdError, SpanNotFoundError};
-use crate::span::Span;
-use crate::span_ref::SpanRef;
+use crate::errors::InvalidSpanIdError;
 
 /// The sentinel for "the current span of the calling context" as a parent.
 #[pyclass(name = "_Current", module = "pykregistry", frozen)]
@@ -135,83 +135,6 @@ fn levels(py: Python<'_>) -> PyResult<&LevelTable> {
 /// The `pykregistry.Level` member for `level`.
 pub(crate) fn level_to_py(py: Python<'_>, level: Level) -> PyResult<Bound<'_, PyAny>> {
     Ok(levels(py)?.members[level as usize - 1].bind(py).clone())
-}
-
-/// A `parent=` keyword as given; missing means `CURRENT` (a Python `None`
-/// is kept, and means "no parent").
-pub(crate) struct ParentArg<'py>(pub(crate) Option<Bound<'py, PyAny>>);
-
-impl<'a, 'py> FromPyObject<'a, 'py> for ParentArg<'py> {
-    type Error = PyErr;
-
-    fn extract(obj: pyo3::Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        Ok(ParentArg(Some(obj.to_owned())))
-    }
-}
-
-/// A parent argument: `CURRENT`, `None`, an ID, or a `Span` or `SpanRef` of
-/// the registry whose uid is `registry`. `current` is called only for
-/// `CURRENT`.
-pub(crate) fn parent(
-    obj: Option<&Bound<'_, PyAny>>,
-    registry: usize,
-    current: impl FnOnce() -> PyResult<Option<Id>>,
-) -> PyResult<Parent> {
-    let Some(obj) = obj else {
-        return Ok(Parent::Contextual(current()?));
-    };
-    if obj.is_none() {
-        return Ok(Parent::Root);
-    }
-    if obj.is_instance_of::<CurrentParent>() {
-        return Ok(Parent::Contextual(current()?));
-    }
-    if obj.is_instance_of::<PyInt>() && !obj.is_instance_of::<PyBool>() {
-        return Ok(Parent::Explicit(span_id(obj)?));
-    }
-    match span_of(obj, registry)? {
-        SpanArg::Span(id) => Ok(Parent::Explicit(id)),
-        // A disabled span is nobody's parent: as tracing's `parent: None`.
-        SpanArg::Disabled => Ok(Parent::Root),
-        SpanArg::NotASpan => Err(PyTypeError::new_err(format!(
-            "parent must be CURRENT, None, a span ID, a Span, a SpanRef or a RemoteParent, not {}",
-            type_name(obj)
-        ))),
-    }
-}
-
-/// What a `Span` or `SpanRef` argument names.
-pub(crate) enum SpanArg {
-    /// A span of this registry.
-    Span(Id),
-    /// The disabled span.
-    Disabled,
-    /// The argument is neither a `Span` nor a `SpanRef`.
-    NotASpan,
-}
-
-/// The span a `Span` or `SpanRef` of the registry whose uid is `registry`
-/// names. A handle or view of another registry names none of this
-/// registry's spans: that is an error.
-pub(crate) fn span_of(obj: &Bound<'_, PyAny>, registry: usize) -> PyResult<SpanArg> {
-    let (id, owner) = if let Ok(span) = obj.cast::<Span>() {
-        match (span.get().id(), span.get().registry_uid()) {
-            (Some(id), Some(owner)) => (id, owner),
-            _ => return Ok(SpanArg::Disabled),
-        }
-    } else if let Ok(view) = obj.cast::<SpanRef>() {
-        (view.get().id, view.get().registry_uid())
-    } else {
-        return Ok(SpanArg::NotASpan);
-    };
-    if owner == registry {
-        Ok(SpanArg::Span(id))
-    } else {
-        Err(SpanNotFoundError::new_err(format!(
-            "span {} belongs to another registry: a Span or SpanRef names a span only in the registry that made it",
-            id.into_u64()
-        )))
-    }
 }
 
 /// R10: a field value. `None`, `bool`, `int` (any size), `float` and `str`

@@ -31,7 +31,7 @@ pub(crate) fn inject(
 ) -> PyResult<()> {
     let registry = match registry {
         Some(r) => r,
-        None => default_registry(py)?,
+        None => PyRegistry::default_registry(py)?,
     };
     let Some(context) = context_of(py, registry.get(), span)? else {
         return Ok(());
@@ -115,13 +115,4 @@ fn live_context(
     }
     misuse(py, strict, error())?;
     Ok(None)
-}
-
-/// `pykregistry.default_registry()`.
-fn default_registry(py: Python<'_>) -> PyResult<Bound<'_, PyRegistry>> {
-    Ok(py
-        .import(intern!(py, "pykregistry"))?
-        .getattr(intern!(py, "default_registry"))?
-        .call0()?
-        .cast_into::<PyRegistry>()?)
 }

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use pykregistry_core::{Config, Hooks, Id, SpanData, TraceParent, WeakRegistry};
+use pykregistry_core::{Id, SpanData, TraceParent, WeakRegistry};
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -23,7 +23,6 @@ use pyo3::{BoundObject, PyTraverseError, PyVisit};
 use crate::event::Event;
 use crate::ext::SpanExt;
 use crate::live::Live;
-use crate::span_ref::SpanRef;
 
 /// The core registry as the bindings use it: its hooks are the layers.
 pub(crate) type Core = pykregistry_core::Registry<Layers>;
@@ -267,18 +266,19 @@ impl Layers {
         }
     }
 
-    /// R14: what follows a span's end (its `SpanExt::end`): sinks write
-    /// it, layers' `on_end` see it.
-    pub(crate) fn ended(&self, py: Python<'_>, core: &Core, id: Id, span: &SpanData<SpanExt>) {
+    /// R14: a span at its end: the sinks write it.
+    pub(crate) fn write_span(&self, id: Id, span: &SpanData<SpanExt>) {
         if self.sinks_on.load(Ordering::Acquire) {
             let sinks = Arc::clone(&self.sinks.read().unwrap_or_else(PoisonError::into_inner));
             for sink in sinks.iter() {
                 sink.write_span(id, span);
             }
         }
-        self.dispatch(py, Step::End, || {
-            Ok((Bound::new(py, SpanRef::new(core.clone(), id))?,))
-        });
+    }
+
+    /// The registry these are the hooks of, while it lives.
+    pub(crate) fn registry(&self) -> Option<Core> {
+        self.registry.get().and_then(WeakRegistry::upgrade)
     }
 
     fn failed(&self, py: Python<'_>, err: PyErr, layer: Option<&Bound<'_, PyAny>>) {
@@ -343,36 +343,5 @@ extern "C" fn raise_pending(_arg: *mut std::ffi::c_void) -> std::ffi::c_int {
             err.restore(unsafe { Python::assume_attached() });
             -1
         }
-    }
-}
-
-impl Hooks for Layers {
-    type Ext = SpanExt;
-
-    fn on_close<C: Config + 'static>(
-        &self,
-        _registry: &pykregistry_core::Registry<Self, C>,
-        id: Id,
-        span: &SpanData<SpanExt>,
-    ) {
-        self.live.remove(span.ext().live_at);
-        let ending = span.ext().end();
-        if !ending && !self.hooks(Step::Close) {
-            return;
-        }
-        // `_registry` is that one, as the core's generic code sees it.
-        let Some(core) = self.registry.get().and_then(WeakRegistry::upgrade) else {
-            return;
-        };
-        let core = &core;
-        Python::attach(|py| {
-            if ending {
-                // No handle made it (or none ended it): it ends as it closes.
-                self.ended(py, core, id, span);
-            }
-            self.dispatch(py, Step::Close, || {
-                Ok((Bound::new(py, SpanRef::new(core.clone(), id))?,))
-            });
-        });
     }
 }

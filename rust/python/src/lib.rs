@@ -2,7 +2,9 @@
 //! `pykregistry-core`. The public surface is curated in
 //! `pykregistry/__init__.py`.
 
+mod args;
 mod callsite;
+mod close;
 mod context;
 mod convert;
 mod errors;
@@ -18,6 +20,7 @@ mod otlp;
 mod propagation;
 mod registries;
 mod registry;
+mod registry_api;
 mod span;
 mod span_ref;
 mod stack_var;
@@ -72,10 +75,10 @@ mod _native {
         m.add("CURRENT", convert::current_sentinel(py)?.clone_ref(py))?;
         m.add("GENERATIONS", crate::registry::Core::GENERATIONS)?;
         // The methods that take `**fields`, through vectorcall (see `fastcall`).
-        install::<crate::span::RegistrySpanMethod>(py)?;
+        install::<crate::registry_api::RegistrySpanMethod>(py)?;
         install::<crate::callsite::RegistryCallsiteMethod>(py)?;
-        install::<crate::registry::EventMethod>(py)?;
-        install::<crate::registry::RecordMethod>(py)?;
+        install::<crate::registry_api::EventMethod>(py)?;
+        install::<crate::registry_api::RecordMethod>(py)?;
         install::<crate::span::RecordMethod>(py)?;
         install::<crate::callsite::SpanMethod>(py)?;
         // `with span:` without a bound method object (see `span`).

@@ -3,18 +3,18 @@
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pykregistry_core::{Fields, Id, Level, Value};
+use pykregistry_core::{Fields, Id, Value};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyString, PyType};
-use pyo3::{intern, PyTraverseError, PyVisit};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::context::{self, GuardSlot};
 use crate::convert;
-use crate::errors::{handle_closed, misuse};
-use crate::fastcall::{self, is_keyword_quick, Args, FastMethod};
-use crate::registry::{str_arg, PyRegistry, SpanArgs};
+use crate::errors::{handle_closed, misuse, SpanNotFoundError};
+use crate::fastcall::{self, Args, FastMethod};
+use crate::registry::{PyRegistry, SpanArgs};
 use crate::span_ref::SpanRef;
 use pyo3::impl_::trampoline::{fastcall_cfunction_with_keywords, MethodDef};
 
@@ -251,7 +251,7 @@ impl Span {
                 // hand too often (R12); the count is already what it should be.
                 if let Some(span) = core.get(h.id) {
                     if h.creator && span.ext().end() {
-                        Python::attach(|py| core.hooks().ended(py, core, h.id, &span));
+                        Python::attach(|py| crate::close::ended(py, core, h.id, &span));
                     }
                     let _ = span.try_close();
                 }
@@ -361,11 +361,11 @@ impl Span {
         let Some((registry, id)) = self.open(py, "follows_from() on it is dropped")? else {
             return Ok(());
         };
-        let other = match convert::span_of(other, registry.core.uid())? {
-            convert::SpanArg::Span(id) => id,
+        let other = match span_of(other, registry.core.uid())? {
+            SpanArg::Span(id) => id,
             // Following a disabled span records nothing.
-            convert::SpanArg::Disabled => return Ok(()),
-            convert::SpanArg::NotASpan => convert::span_id(other)?,
+            SpanArg::Disabled => return Ok(()),
+            SpanArg::NotASpan => convert::span_id(other)?,
         };
         registry.follows_from_id(py, id, other)
     }
@@ -627,59 +627,36 @@ Records (adds or replaces) fields on the span: `record(\"key\", value)` or
     }
 }
 
-/// `Registry.span(name, /, *, target=None, level=None, parent=CURRENT, **fields)`:
-/// a method of `Registry`, defined with the handles it makes.
-pub(crate) struct RegistrySpanMethod;
+/// What a `Span` or `SpanRef` argument names.
+pub(crate) enum SpanArg {
+    /// A span of this registry.
+    Span(Id),
+    /// The disabled span.
+    Disabled,
+    /// The argument is neither a `Span` nor a `SpanRef`.
+    NotASpan,
+}
 
-impl FastMethod for RegistrySpanMethod {
-    const NAME: &'static CStr = c"span";
-    const QUALNAME: &'static str = "Registry.span";
-    const DOC: &'static CStr =
-        c"span($self, name, /, *, target=None, level=None, parent=..., **fields)
---
-
-Creates a span and returns a handle owning its one reference (or the
-disabled span, if the filter turns it away).";
-
-    type Class = PyRegistry;
-
-    fn call<'py>(
-        slf: &Bound<'py, PyRegistry>,
-        args: &Args<'_, 'py>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let name = str_arg(args, "name")?;
-        let span_args = SpanArgs::from_keywords(args)?;
-        Ok(Span::make(slf, &name, span_args, true)?.into_any())
-    }
-
-    /// A well-formed call whose level no directive can enable: the disabled
-    /// span, having read only the level (and checked the name and target
-    /// types, which the full call reports).
-    fn refuse<'py>(
-        slf: &Bound<'py, PyRegistry>,
-        args: &Args<'_, 'py>,
-    ) -> Option<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let filter = slf.get().filter.as_ref()?;
-        let mut positional = args.positional_values();
-        if positional.len() != 1 || !positional.next()?.is_instance_of::<PyString>() {
-            return None;
+/// The span a `Span` or `SpanRef` of the registry whose uid is `registry`
+/// names. A handle or view of another registry names none of this
+/// registry's spans: that is an error.
+pub(crate) fn span_of(obj: &Bound<'_, PyAny>, registry: usize) -> PyResult<SpanArg> {
+    let (id, owner) = if let Ok(span) = obj.cast::<Span>() {
+        match (span.get().id(), span.get().registry_uid()) {
+            (Some(id), Some(owner)) => (id, owner),
+            _ => return Ok(SpanArg::Disabled),
         }
-        let mut level = Level::Info;
-        for (key, value) in args.keywords() {
-            if is_keyword_quick(key, intern!(py, "level"), c"level") {
-                if !value.is_none() {
-                    level = convert::level_by_identity(value)?;
-                }
-            } else if is_keyword_quick(key, intern!(py, "target"), c"target")
-                && !(value.is_none() || value.is_instance_of::<PyString>())
-            {
-                return None;
-            }
-        }
-        if filter.could_enable(level) {
-            return None;
-        }
-        Some(Span::disabled_span_if_made(py)?.into_any())
+    } else if let Ok(view) = obj.cast::<SpanRef>() {
+        (view.get().id, view.get().registry_uid())
+    } else {
+        return Ok(SpanArg::NotASpan);
+    };
+    if owner == registry {
+        Ok(SpanArg::Span(id))
+    } else {
+        Err(SpanNotFoundError::new_err(format!(
+            "span {} belongs to another registry: a Span or SpanRef names a span only in the registry that made it",
+            id.into_u64()
+        )))
     }
 }
