@@ -679,3 +679,28 @@ def test_malformed_pykregistry_filter_warns_and_uses_the_default() -> None:
     assert done.stdout == "imported\n"
     assert "ConfigurationWarning: PYKREGISTRY_FILTER='bogus===' is ignored" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_span_its_level_turns_away_reads_no_parent_argument() -> None:
+    # The cheapest refusal comes first: a span whose level no directive can
+    # enable is never made, so its `parent=` is not read, on the first call
+    # (no disabled span made yet in a fresh process) as on every later one,
+    # through `Registry.span` and through a call site alike. A span that is
+    # let through reads it, and a bad one raises.
+    code = textwrap.dedent(
+        """
+        from pykregistry import Registry
+        reg = Registry(level="info")
+        site = reg.callsite("quiet", level="trace")
+        for _ in range(2):
+            assert reg.span("quiet", level="trace", parent="no such span").disabled
+            assert site.span(parent="no such span").disabled
+        try:
+            reg.span("loud", parent="no such span")
+        except TypeError as e:
+            assert "parent must be" in str(e), e
+        else:
+            raise AssertionError("a bad parent of an enabled span must raise")
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

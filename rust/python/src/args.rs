@@ -14,7 +14,7 @@ use pyo3::types::{PyBool, PyDict, PyInt, PyString};
 use crate::convert::{self, CurrentParent};
 use crate::fastcall::{is_keyword, Args};
 use crate::propagation::RemoteParent;
-use crate::registry::{ParentArg, SpanArgs};
+use crate::registry::{ParentArg, PyRegistry, SpanArgs};
 use crate::span::{span_of, SpanArg};
 
 /// A `parent=` keyword as given; missing means `CURRENT` (a Python `None`
@@ -76,8 +76,13 @@ pub(crate) fn span_args<'py>(
 }
 
 /// `target=`, `level=` and `parent=` from a vectorcall's keywords; every
-/// other keyword is a field.
-pub(crate) fn from_keywords<'py>(args: &Args<'_, 'py>, registry: usize) -> PyResult<SpanArgs<'py>> {
+/// other keyword is a field. A span whose level `registry`'s filter refuses
+/// (`filtered`) is not made: its parent is not read.
+pub(crate) fn from_keywords<'py>(
+    args: &Args<'_, 'py>,
+    registry: &PyRegistry,
+    filtered: bool,
+) -> PyResult<SpanArgs<'py>> {
     let mut target = None;
     let mut level = Level::Info;
     let mut parent_arg = None;
@@ -108,7 +113,11 @@ pub(crate) fn from_keywords<'py>(args: &Args<'_, 'py>, registry: usize) -> PyRes
     Ok(SpanArgs {
         target,
         level,
-        parent: parent(parent_arg, registry)?,
+        parent: if registry.refuses(level, filtered) {
+            ParentArg::Root
+        } else {
+            parent(parent_arg, registry.core.uid())?
+        },
         fields,
     })
 }

@@ -12,7 +12,7 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::args::{self, str_arg};
 use crate::convert;
 use crate::fastcall::{is_keyword, Args, FastMethod};
-use crate::registry::{PyRegistry, SpanArgs};
+use crate::registry::{ParentArg, PyRegistry, SpanArgs};
 use crate::span::Span;
 
 /// A call site: a span's name, target, level and field names, and the
@@ -208,18 +208,19 @@ Keywords are the declared fields, and `parent`.";
                 )));
             }
         }
+        let registry = site.registry.get();
+        let filtered = site.interest != Interest::Always;
         let args = SpanArgs {
             target: Some(site.target.bind(py).clone()),
             level: site.level,
-            parent: args::parent(parent, site.registry.get().core.uid())?,
+            parent: if registry.refuses(site.level, filtered) {
+                ParentArg::Root
+            } else {
+                args::parent(parent, registry.core.uid())?
+            },
             fields,
         };
-        let span = Span::make(
-            site.registry.bind(py),
-            site.name.bind(py),
-            args,
-            site.interest != Interest::Always,
-        )?;
+        let span = Span::make(site.registry.bind(py), site.name.bind(py), args, filtered)?;
         Ok(span.into_any())
     }
 }

@@ -109,6 +109,13 @@ impl PyRegistry {
         })
     }
 
+    /// Whether the filter turns a span of `level` away whatever its target,
+    /// name, fields and parent (only when `filtered`: the integer-ID API
+    /// creates unfiltered).
+    pub(crate) fn refuses(&self, level: Level, filtered: bool) -> bool {
+        filtered && self.filter.as_ref().is_some_and(|f| !f.could_enable(level))
+    }
+
     /// The parent a new span gets, and, when it is the current span, the
     /// trace it continues (`trace_parent`). `ergonomic`: see [`Self::create`].
     fn parent(
@@ -163,8 +170,7 @@ impl PyRegistry {
     ) -> PyResult<Option<Id>> {
         // The cheapest refusal first, on the level alone: no caller lookup,
         // no field conversion, no parent lookup, no context read.
-        let filter = self.filter.as_ref().filter(|_| filtered);
-        if filter.is_some_and(|f| !f.could_enable(args.level)) {
+        if self.refuses(args.level, filtered) {
             return Ok(None);
         }
         let target = args.target.or_else(|| caller_module(py));

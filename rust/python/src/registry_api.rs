@@ -238,7 +238,7 @@ Emits an event: a point in time that layers' `on_event` sees.";
         args: &Args<'_, 'py>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let message = str_arg(args, "message")?;
-        let span_args = args::from_keywords(args, slf.get().core.uid())?;
+        let span_args = args::from_keywords(args, slf.get(), false)?;
         slf.get().emit(slf.py(), &message, span_args)?;
         Ok(slf.py().None().into_bound(slf.py()))
     }
@@ -293,7 +293,7 @@ disabled span, if the filter turns it away).";
         args: &Args<'_, 'py>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let name = str_arg(args, "name")?;
-        let span_args = args::from_keywords(args, slf.get().core.uid())?;
+        let span_args = args::from_keywords(args, slf.get(), true)?;
         Ok(Span::make(slf, &name, span_args, true)?.into_any())
     }
 
