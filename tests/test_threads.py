@@ -269,6 +269,25 @@ def test_one_wrapper_many_threads_after_the_span_ended(reg: Registry) -> None:
     ] * n
 
 
+def test_a_wrapper_called_from_inside_itself_runs_again_in_the_wrapped_context(
+    reg: Registry,
+) -> None:
+    """Re-entrant calls each get their own copy: no "already entered"
+    error, and the inner call starts from the wrapped context again."""
+    seen: list[int | None] = []
+
+    def work(depth: int) -> None:
+        seen.append(reg.current_span())
+        with reg.span("level", depth=depth):
+            if depth < 2:
+                wrapper(depth + 1)
+
+    with reg.span("request") as request:
+        wrapper = in_current_span(work)
+        wrapper(0)
+        assert seen == [request.id] * 3
+
+
 # === the calling thread, and what the call carries ===
 
 
