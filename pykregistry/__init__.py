@@ -32,6 +32,7 @@ from pykregistry._native import (
     SpanRef,
     inject,
 )
+from pykregistry.contexts import in_current_span
 from pykregistry.exceptions import (
     CapacityError,
     ConfigurationWarning,
@@ -90,6 +91,7 @@ __all__ = [
     "error_span",
     "event",
     "extract",
+    "in_current_span",
     "in_scope",
     "info",
     "info_span",

@@ -280,6 +280,7 @@ MODULE_FUNCTIONS = [
     "error_span",
     "event",
     "extract",
+    "in_current_span",
     "in_scope",
     "info",
     "info_span",
@@ -494,6 +495,7 @@ SIGNATURES: dict[str, tuple[int, int, list[str]]] = {
     "pykregistry.inject": (1, 2, ["registry"]),
     "pykregistry.current": (0, 1, ["registry"]),
     "pykregistry.default_registry": (0, 0, []),
+    "pykregistry.in_current_span": (1, 1, ["registry"]),
     "pykregistry.in_scope": (2, 4, ["*"]),
     "pykregistry.instrument": (0, 1, ["registry", "name", "target", "level", "skip", "ret"]),
     "instrumented function": (0, 3, ["*"]),
@@ -681,6 +683,11 @@ def plain(*args: Any, **kwargs: Any) -> str:
         pytest.param(lambda s: pykregistry.in_scope(None, plain), id="in_scope(None, fn)"),
         pytest.param(
             lambda s: pykregistry.in_scope(s.objects["root"], 3), id="in_scope(span, not callable)"
+        ),
+        pytest.param(lambda s: pykregistry.in_current_span(3), id="in_current_span(int)"),
+        pytest.param(
+            lambda s: pykregistry.in_current_span(plain, registry=s.objects["root"]),
+            id="in_current_span(fn, registry=Span)",
         ),
     ],
 )
