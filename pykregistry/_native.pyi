@@ -32,6 +32,9 @@ __all__ = [
     "_flush_json_lines",
     "_gc_phase",
     "_json_lines_forked",
+    "_otel_attach",
+    "_otel_current",
+    "_otel_detach",
     "_otlp_forked",
     "_reseed_ids",
     "_shutdown_otlp_exporters",
@@ -695,6 +698,24 @@ def _gc_phase(phase: str, _info: object) -> None:
 def _json_lines_forked() -> None:
     """Run in a child process after ``os.fork()``: the parent's
     :class:`JsonLines` stop writing there."""
+
+_SpanIds: TypeAlias = tuple[int, int, int, str | None]
+"""A span's trace id, span id, trace flags and ``tracestate`` header."""
+
+def _otel_attach(registry: Registry, context: object, span: _SpanIds | None) -> object:
+    """OpenTelemetry's ``attach(context)`` through the bridge
+    (``pykregistry._otel_context``): pushes an entry that carries
+    ``context`` (whose current span is ``span``) on ``registry``'s stack in
+    the calling context; returns it, the token ``_otel_detach`` takes."""
+
+def _otel_current(registry: Registry) -> tuple[_SpanIds | None, object | None]:
+    """What OpenTelemetry sees as current: the registry's span, if it is
+    current above every attached context, and the nearest attached
+    context."""
+
+def _otel_detach(token: object) -> None:
+    """OpenTelemetry's ``detach(token)`` through the bridge: exits the entry
+    ``_otel_attach`` made, from whatever context; ignores anything else."""
 
 def _otlp_forked() -> None:
     """Run in a child process after ``os.fork()``: each

@@ -72,6 +72,12 @@ pub struct Attrs<'a> {
     /// continues. Takes the place of `trace_parent`, and gives the trace its
     /// flags and `tracestate` when the span is a root in the registry.
     pub remote_parent: Option<&'a RemoteParent>,
+    /// A span of another tracer (OpenTelemetry's, through the bindings'
+    /// context bridge) that is current in the caller's context above its
+    /// current span: the new span's parent in the trace, whatever its
+    /// registry parent; it gives the span its trace flags and `tracestate`.
+    /// Ignored with an explicit parent, which always wins.
+    pub foreign_parent: Option<&'a RemoteParent>,
 }
 
 /// R13: a span's identity as its children see it: the trace it belongs to
@@ -362,6 +368,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         let remote = attrs.remote_parent;
         let trace_parent = remote.map(|r| r.trace_parent).or(attrs.trace_parent);
         let flags = remote.map_or(DEFAULT_FLAGS, |r| r.trace_flags);
+        let parent_arg = parent;
         let (parent, trace, flags) = match parent {
             Parent::Explicit(p) => {
                 let view = self.clone_span_ref(p).map_err(|e| match e {
@@ -375,6 +382,13 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
                 None => (None, trace_parent, flags),
             },
             Parent::Root | Parent::Contextual(None) => (None, trace_parent, flags),
+        };
+        let foreign = attrs
+            .foreign_parent
+            .filter(|_| !matches!(parent_arg, Parent::Explicit(_)));
+        let (trace, flags) = match foreign {
+            Some(f) => (Some(f.trace_parent), f.trace_flags),
+            None => (trace, flags),
         };
         let created = seat::take::<C>().and_then(|()| {
             self.shared.slab_steps.write();
@@ -409,12 +423,18 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         data.parent_span_id = parent_span_id;
         data.trace_flags = flags;
         data.has_tracestate = false;
-        if parent.is_none() {
-            if let Some(state) = remote.and_then(|r| r.tracestate.as_ref()) {
-                self.lock_tracestates()
-                    .insert(data.span_id, std::sync::Arc::clone(state));
-                data.has_tracestate = true;
-            }
+        // A root keeps its remote parent's `tracestate`; a span under a
+        // foreign parent keeps that one's, or an empty one (none), so that
+        // no ancestor's is taken for it (see `SpanRef::tracestate`).
+        let tracestate = match foreign {
+            Some(f) => Some(f.tracestate.clone().unwrap_or_else(|| "".into())),
+            None => remote
+                .filter(|_| parent.is_none())
+                .and_then(|r| r.tracestate.clone()),
+        };
+        if let Some(state) = tracestate {
+            self.lock_tracestates().insert(data.span_id, state);
+            data.has_tracestate = true;
         }
         // A fresh atomic rather than a store: the slot is exclusively ours,
         // and under loom this also starts the count's history anew.
@@ -776,6 +796,7 @@ mod tracestates {
             metadata: None,
             trace_parent: None,
             remote_parent: Some(&remote),
+            foreign_parent: None,
         };
         let s = registry.new_span(&attrs, Parent::Root, |_, ()| {}).unwrap();
         let c = registry
@@ -786,5 +807,87 @@ mod tracestates {
         assert_eq!(registry.lock_tracestates().len(), 1);
         registry.try_close(c).unwrap();
         assert!(registry.lock_tracestates().is_empty());
+    }
+
+    /// A span made under a foreign parent (another tracer's span, current
+    /// above the registry's current span) keeps its registry parent, and
+    /// takes the foreign span as its parent in the trace, with its flags and
+    /// `tracestate`; its children inherit them. An explicit parent wins.
+    #[test]
+    fn a_foreign_parent_is_the_trace_parent_and_keeps_the_registry_parent() {
+        let registry = Registry::new();
+        let plain = |foreign| Attrs {
+            name: "s",
+            target: "",
+            level: Level::Info,
+            metadata: None,
+            trace_parent: None,
+            remote_parent: None,
+            foreign_parent: foreign,
+        };
+        let outer = registry
+            .new_span(&plain(None), Parent::Root, |_, ()| {})
+            .unwrap();
+        let outer_trace = registry.get(outer).unwrap().trace_id();
+        let foreign = RemoteParent {
+            trace_parent: TraceParent {
+                trace_id: 7,
+                span_id: 9,
+            },
+            trace_flags: 0,
+            tracestate: Some("vendor=x".into()),
+        };
+        let inner = registry
+            .new_span(
+                &plain(Some(&foreign)),
+                Parent::Contextual(Some(outer)),
+                |_, ()| {},
+            )
+            .unwrap();
+        let view = registry.get(inner).unwrap();
+        assert_eq!(view.parent().map(|p| p.id()), Some(outer));
+        assert_eq!((view.trace_id(), view.parent_span_id()), (7, Some(9)));
+        assert_eq!(view.trace_flags, 0);
+        assert_eq!(view.tracestate().as_deref(), Some("vendor=x"));
+        let child = registry
+            .new_span(&plain(None), Parent::Explicit(inner), |_, ()| {})
+            .unwrap();
+        let child = registry.get(child).unwrap();
+        assert_eq!(child.trace_id(), 7);
+        assert_eq!(child.tracestate().as_deref(), Some("vendor=x"));
+        // No tracestate on the foreign parent: none, not an ancestor's.
+        let bare = RemoteParent {
+            tracestate: None,
+            ..foreign.clone()
+        };
+        let under_bare = registry
+            .new_span(&plain(Some(&bare)), Parent::Explicit(inner), |_, ()| {})
+            .unwrap();
+        assert_eq!(
+            registry.get(under_bare).unwrap().trace_id(),
+            inner_trace(&registry, inner)
+        );
+        let contextual = registry
+            .new_span(
+                &plain(Some(&bare)),
+                Parent::Contextual(Some(inner)),
+                |_, ()| {},
+            )
+            .unwrap();
+        assert_eq!(registry.get(contextual).unwrap().tracestate(), None);
+        // An explicit parent wins over a foreign one.
+        let explicit = registry
+            .new_span(&plain(Some(&foreign)), Parent::Explicit(outer), |_, ()| {})
+            .unwrap();
+        let explicit = registry.get(explicit).unwrap();
+        assert_eq!(explicit.trace_id(), outer_trace);
+        assert_eq!(
+            explicit.parent_span_id(),
+            Some(registry.get(outer).unwrap().span_id())
+        );
+    }
+
+    fn inner_trace(registry: &Registry, id: Id) -> u128 {
+        registry.get(id).unwrap().trace_id()
     }
 }

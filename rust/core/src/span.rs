@@ -257,16 +257,18 @@ impl<'a, H: Hooks, C: Config + 'static> SpanRef<'a, H, C> {
     }
 
     /// W3C trace context: the `tracestate` of the span's trace: that of the
-    /// remote parent its root continues, if it had one. Walks to the root.
+    /// remote parent its root continues, or of the foreign parent
+    /// ([`Attrs::foreign_parent`](crate::Attrs)) of the nearest span that
+    /// had one. Walks up to that span (or to the root).
     #[must_use]
     pub fn tracestate(&self) -> Option<std::sync::Arc<str>> {
-        let root = self.scope().last()?;
-        if !root.has_tracestate {
-            return None;
-        }
+        // The nearest span that keeps one: a root under a remote parent,
+        // or a span under a foreign parent (whose empty one means none).
+        let keeper = self.scope().find(|s| s.has_tracestate)?;
         self.registry
             .lock_tracestates()
-            .get(&root.span_id)
+            .get(&keeper.span_id)
+            .filter(|state| !state.is_empty())
             .map(std::sync::Arc::clone)
     }
 

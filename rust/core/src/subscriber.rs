@@ -103,6 +103,7 @@ impl<H: Hooks, C: Config + Send + Sync + 'static> Subscriber for Registry<H, C> 
             metadata: Some(meta),
             trace_parent: None,
             remote_parent: None,
+            foreign_parent: None,
         };
         let id = self
             .new_span(&span, parent, |fields, _| {

@@ -26,6 +26,7 @@ fn remote(tracestate: Option<&str>, flags: u8) -> RemoteParent {
 fn under<'a>(name: &'a str, remote: &'a RemoteParent) -> Attrs<'a> {
     Attrs {
         remote_parent: Some(remote),
+        foreign_parent: None,
         ..attrs(name)
     }
 }

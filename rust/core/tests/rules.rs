@@ -165,6 +165,7 @@ fn r2_new_span_has_count_one_and_the_given_attributes() {
                 metadata: None,
                 trace_parent: None,
                 remote_parent: None,
+                foreign_parent: None,
             },
             Parent::Root,
             |f, ()| f.push(("table".into(), Value::Str("users".into()))),

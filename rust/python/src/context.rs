@@ -50,7 +50,7 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 
-use pykregistry_core::{Id, Op, TraceParent};
+use pykregistry_core::{Id, Op, RemoteParent, TraceParent};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -90,6 +90,16 @@ pub(crate) struct Entry {
     /// The entry the same guard (`Span` or `Entered`) made before this
     /// one and has not exited yet; an owned reference or null.
     pub(crate) guard_prev: AtomicPtr<ffi::PyObject>,
+    /// Set on an entry of another tracer's context (see [`enter_foreign`]);
+    /// its `id` then names no span.
+    foreign: Option<Box<Foreign>>,
+}
+
+/// What an entry of another tracer's context carries: OpenTelemetry's
+/// `Context` object as it was attached, and the span current in it.
+struct Foreign {
+    context: Py<PyAny>,
+    span: Option<RemoteParent>,
 }
 
 /// A `contextvars.Context` that has made entries.
@@ -131,12 +141,15 @@ struct ContextEnd {
 }
 
 /// Where a new span's contextual parent comes from.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Contextual {
     /// The registry parent: the current span, if it is live.
     pub(crate) id: Option<Id>,
     /// The current entry's span by identity, live or not (R13).
     pub(crate) trace: Option<TraceParent>,
+    /// Another tracer's span current above the current span (see
+    /// [`enter_foreign`]): the parent in the trace of a span made here.
+    pub(crate) foreign: Option<RemoteParent>,
 }
 
 static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
@@ -423,6 +436,10 @@ impl Entry {
     fn __repr__(&self) -> String {
         let s = self.state();
         let flags = s.flags.load(Ordering::Relaxed);
+        if s.foreign.is_some() {
+            let exited = if flags & EXITED != 0 { "True" } else { "False" };
+            return format!("_Entry(foreign=True, exited={exited})");
+        }
         format!(
             "_Entry(id={}, duplicate={}, exited={})",
             s.id.into_u64(),
@@ -478,6 +495,7 @@ pub(crate) fn enter<'py>(py: Python<'py>, core: &Core, id: Id) -> PyResult<Bound
             next: AtomicPtr::new(ptr::null_mut()),
             alias: None,
             guard_prev: AtomicPtr::new(ptr::null_mut()),
+            foreign: None,
         },
     );
     let entry = match made {
@@ -544,6 +562,9 @@ impl Exited {
     /// The span the entry was of, if it is still that span.
     pub(crate) fn span(&self, py: Python<'_>) -> Option<Id> {
         let e = self.entry.bind(py).get().state();
+        if e.foreign.is_some() {
+            return None;
+        }
         e.core
             .get(e.id)
             .is_some_and(|s| s.span_id() == e.span_id)
@@ -552,7 +573,10 @@ impl Exited {
 
     /// Releases what the entry held; may close the span.
     pub(crate) fn finish(self, py: Python<'_>) {
-        self.entry.bind(py).get().state().let_go(self.flags);
+        let e = self.entry.bind(py).get().state();
+        if e.foreign.is_none() {
+            e.let_go(self.flags);
+        }
     }
 }
 
@@ -598,6 +622,7 @@ fn remove_from_view(py: Python<'_>, target: &Entry) -> PyResult<()> {
                 next: AtomicPtr::new(base.map_or(ptr::null_mut(), Bound::into_ptr)),
                 alias: Some(original),
                 guard_prev: AtomicPtr::new(ptr::null_mut()),
+                foreign: None,
             },
         )?;
         base = Some(copy);
@@ -635,7 +660,7 @@ pub(crate) fn exit_id(py: Python<'_>, core: &Core, id: Id) -> PyResult<Option<Ex
         let s = n.get().state();
         let own = s.own(ctx);
         let exited = s.flags.load(Ordering::Relaxed) & EXITED != 0;
-        if !(own && exited) && s.id == id && s.core.uid() == core.uid() {
+        if !(own && exited) && s.foreign.is_none() && s.id == id && s.core.uid() == core.uid() {
             if own {
                 return Ok(exit_entry(py, &n));
             }
@@ -647,28 +672,125 @@ pub(crate) fn exit_id(py: Python<'_>, core: &Core, id: Id) -> PyResult<Option<Ex
     Ok(None)
 }
 
-/// R6: the calling context's current span in `core`, and its identity.
+/// R6: the calling context's current span in `core`, and its identity;
+/// and another tracer's span, if one is current above it.
 pub(crate) fn current(py: Python<'_>, core: &Core) -> PyResult<Contextual> {
     let mut node = top(py)?;
     let ctx = context_address();
     let uid = core.uid();
+    let mut foreign = None;
     while let Some(n) = node {
         let s = n.get().state();
         let flags = s.flags.load(Ordering::Relaxed);
-        let skip = s.core.uid() != uid || flags & DUP != 0;
-        if !skip {
-            let own = s.own(ctx);
-            if flags & EXITED == 0 || !own {
+        if s.core.uid() == uid && flags & DUP == 0 && (flags & EXITED == 0 || !s.own(ctx)) {
+            if let Some(f) = &s.foreign {
+                // Another tracer's context with no span in it is no parent
+                // of anything: look through it.
+                if foreign.is_none() && flags & EXITED == 0 {
+                    foreign.clone_from(&f.span);
+                }
+            } else {
                 let live = flags & EXITED == 0 && s.live();
                 return Ok(Contextual {
                     id: live.then_some(s.id),
                     trace: Some(s.trace_parent()),
+                    foreign,
                 });
             }
         }
         node = n.get().next(py);
     }
-    Ok(Contextual::default())
+    Ok(Contextual {
+        foreign,
+        ..Contextual::default()
+    })
+}
+
+// === another tracer's contexts ===
+
+/// OpenTelemetry's `attach(context)` through the bridge (`pykregistry.otel`):
+/// pushes an entry of `core` that carries `context` and the span current in
+/// it, if any, in the calling context. It holds no reference, and is exited
+/// like a span's entry ([`exit_entry`]): by identity, from any context. A
+/// span made above it takes that span as its parent in the trace.
+pub(crate) fn enter_foreign<'py>(
+    py: Python<'py>,
+    core: &Core,
+    context: Py<PyAny>,
+    span: Option<RemoteParent>,
+) -> PyResult<Bound<'py, Entry>> {
+    let owner = Owner::calling(py)?;
+    let ids = span.as_ref().map(|s| s.trace_parent);
+    let entry = Bound::new(
+        py,
+        Entry {
+            core: core.clone(),
+            // Names no span: every reader checks `foreign` first.
+            id: Id::from_u64(u64::MAX).map_err(RegistryError)?,
+            span_id: ids.map_or(0, |t| t.span_id),
+            trace_id: ids.map_or(0, |t| t.trace_id),
+            owner,
+            flags: AtomicU8::new(0),
+            next: AtomicPtr::new(ptr::null_mut()),
+            alias: None,
+            guard_prev: AtomicPtr::new(ptr::null_mut()),
+            foreign: Some(Box::new(Foreign { context, span })),
+        },
+    )?;
+    if let Some(below) = trimmed(py, top(py)?, entry.get().owner.ctx) {
+        entry.get().next.store(below.into_ptr(), Ordering::Relaxed);
+    }
+    set_top(py, Some(&entry))?;
+    Ok(entry)
+}
+
+/// [`foreign_current`]'s answer: the registry's span (its ID and identity)
+/// and the nearest foreign context.
+pub(crate) type ForeignCurrent<'py> = (Option<(Id, TraceParent)>, Option<Bound<'py, PyAny>>);
+
+/// What another tracer sees as current in `core`: the innermost of the
+/// registry's current span (its identity) and the foreign contexts above
+/// it; and the nearest foreign context, which is all of it when it is
+/// innermost, and what the span is current in otherwise.
+pub(crate) fn foreign_current<'py>(py: Python<'py>, core: &Core) -> PyResult<ForeignCurrent<'py>> {
+    let mut node = top(py)?;
+    let ctx = context_address();
+    let uid = core.uid();
+    let mut ours = None;
+    while let Some(n) = node {
+        let s = n.get().state();
+        let flags = s.flags.load(Ordering::Relaxed);
+        // Seen here as in `current`: an entry inherited from a context that
+        // exited it still names its span by identity (R13); a foreign one
+        // stops counting once detached.
+        if s.core.uid() == uid && flags & DUP == 0 && (flags & EXITED == 0 || !s.own(ctx)) {
+            match &s.foreign {
+                Some(f) if flags & EXITED == 0 => {
+                    return Ok((ours, Some(f.context.bind(py).clone())));
+                }
+                Some(_) => {}
+                None => {
+                    ours = ours.or(Some((s.id, s.trace_parent())));
+                }
+            }
+        }
+        node = n.get().next(py);
+    }
+    Ok((ours, None))
+}
+
+/// OpenTelemetry's `detach(token)` through the bridge: exits the foreign
+/// entry wherever it was made. Anything else, or an entry already exited,
+/// is ignored: detaching never fails (R15).
+pub(crate) fn exit_foreign(py: Python<'_>, token: &Bound<'_, PyAny>) {
+    let Ok(entry) = token.cast::<Entry>() else {
+        return;
+    };
+    if entry.get().state().foreign.is_some() {
+        if let Some(exited) = exit_entry(py, entry) {
+            exited.finish(py);
+        }
+    }
 }
 
 // === guards ===

@@ -3,6 +3,7 @@
 //! `pykregistry/__init__.py`.
 
 mod args;
+mod bridge;
 mod callsite;
 mod close;
 mod context;
@@ -46,6 +47,8 @@ mod _native {
 
     #[pymodule_export]
     use super::_reseed_ids;
+    #[pymodule_export]
+    use crate::bridge::{_otel_attach, _otel_current, _otel_detach};
     #[pymodule_export]
     use crate::callsite::Callsite;
     #[pymodule_export]

@@ -117,21 +117,22 @@ impl PyRegistry {
     }
 
     /// The parent a new span gets, and, when it is the current span, the
-    /// trace it continues (`trace_parent`). `ergonomic`: see [`Self::create`].
+    /// identity of that span and of another tracer's span current above it
+    /// (`contextual`, see [`context::current`]). `ergonomic`: see
+    /// [`Self::create`].
     fn parent(
         &self,
         py: Python<'_>,
         arg: &ParentArg<'_>,
         ergonomic: bool,
-        trace_parent: &mut Option<pykregistry_core::TraceParent>,
+        contextual: &mut context::Contextual,
     ) -> PyResult<Parent> {
         let parent = match *arg {
             ParentArg::Root | ParentArg::Remote(_) => Parent::Root,
             ParentArg::Explicit(id) => Parent::Explicit(id),
             ParentArg::Current => {
-                let current = context::current(py, &self.core)?;
-                *trace_parent = current.trace;
-                Parent::Contextual(current.id)
+                *contextual = context::current(py, &self.core)?;
+                Parent::Contextual(contextual.id)
             }
         };
         if let Parent::Explicit(p) = parent {
@@ -178,12 +179,12 @@ impl PyRegistry {
             Some(t) => t.to_str()?,
             None => "",
         };
-        let mut trace_parent = None;
+        let mut contextual = context::Contextual::default();
         let remote = match &args.parent {
             ParentArg::Remote(remote) => Some(remote),
             _ => None,
         };
-        let mut parent_of = || self.parent(py, &args.parent, ergonomic, &mut trace_parent);
+        let mut parent_of = || self.parent(py, &args.parent, ergonomic, &mut contextual);
         let name = name.to_str()?;
         // The filter decides once, before any field is converted: span
         // directives read the values they name (and the parent's scope), so
@@ -223,8 +224,9 @@ impl PyRegistry {
             target,
             level: args.level,
             metadata: None,
-            trace_parent,
+            trace_parent: contextual.trace,
             remote_parent: remote.map(|r| &r.get().0),
+            foreign_parent: contextual.foreign.as_ref(),
         };
         let live = self.core.hooks().live();
         let at = live.reserve();

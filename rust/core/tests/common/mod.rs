@@ -17,6 +17,7 @@ pub fn attrs(name: &str) -> Attrs<'_> {
         metadata: None,
         trace_parent: None,
         remote_parent: None,
+        foreign_parent: None,
     }
 }
 
