@@ -75,12 +75,14 @@ docs:
 demo: install
 	$(PYTHON) -m pykregistry demo
 
-# The Phoenix round trip (issue 11): the demo workload exported by
-# OtlpExporter to arize-phoenix, read back through its REST API and compared
-# with what the run recorded. Phoenix is installed into a virtualenv of its
-# own, kept under ~/.cache/pykregistry/e2e and reused while its pin is the
-# same (E2E_ARGS=--fresh: a temporary one); it needs a Python >= 3.11, this
-# one or a python3.1x on PATH. A file pytest does not collect: it takes 3-5
+# The Phoenix round trip (issue 11): the demo workload exported to
+# arize-phoenix by OtlpExporter, and through the SDK by
+# pykregistry.otel.OpenTelemetryLayer when the checkout has it, read back
+# through Phoenix's REST API and compared with what each run recorded.
+# Phoenix is installed into a virtualenv of its own, kept under
+# ~/.cache/pykregistry/e2e and reused while its pin is the same
+# (E2E_ARGS=--fresh: a temporary one); it needs a Python >= 3.11, this one
+# or a python3.1x on PATH. A script pytest does not collect: 1.5-4.5
 # minutes on a cold cache (mostly pip), ~20 s on a warm one.
 E2E_ARGS ?=
 e2e: install
