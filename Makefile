@@ -9,6 +9,7 @@
 #   make proofs    loom models of the core's races, and miri over the core's tests
 #   make long      the slow runs: long hypothesis profile, 10k proptest cases, 10M cycles, exhaustive loom
 #   make demo      install, then python -m pykregistry demo
+#   make e2e       install, then the demo sent to a real arize-phoenix and read back (needs PyPI)
 #   make bench     install, then the benchmark table (python -m pykregistry bench)
 #   make bench-rust  criterion: the core vs tracing-subscriber (P6), 1 vs 2 threads (P7)
 
@@ -19,7 +20,7 @@ CARGO ?= cargo
 export PYO3_PYTHON ?= $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-rust test-python lint docs demo bench bench-rust proofs test-loom test-miri long \
+.PHONY: help install test test-rust test-python lint docs demo e2e bench bench-rust proofs test-loom test-miri long \
 	lint-rustfmt lint-clippy lint-ruff lint-ruff-format lint-mypy lint-stubtest
 
 help:
@@ -73,6 +74,19 @@ docs:
 # pykregistry/ (first on sys.path under `python -m`) without its native module.
 demo: install
 	$(PYTHON) -m pykregistry demo
+
+# The Phoenix round trip (issue 11): the demo workload exported to
+# arize-phoenix by OtlpExporter, and through the SDK by
+# pykregistry.otel.OpenTelemetryLayer when the checkout has it, read back
+# through Phoenix's REST API and compared with what each run recorded.
+# Phoenix is installed into a virtualenv of its own, kept under
+# ~/.cache/pykregistry/e2e and reused while its pin is the same
+# (E2E_ARGS=--fresh: a temporary one); it needs a Python >= 3.11, this one
+# or a python3.1x on PATH. A script pytest does not collect: 1.5-4.5
+# minutes on a cold cache (mostly pip), ~20 s on a warm one.
+E2E_ARGS ?=
+e2e: install
+	$(PYTHON) tests/e2e/phoenix_e2e.py $(E2E_ARGS)
 
 bench: install
 	$(PYTHON) -m pykregistry bench
