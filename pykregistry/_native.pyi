@@ -30,6 +30,7 @@ __all__ = [
     "SpanRef",
     "_close_open_spans",
     "_flush_json_lines",
+    "_SpanStack",
     "_gc_phase",
     "_json_lines_forked",
     "_otel_attach",
@@ -689,6 +690,25 @@ def _close_open_spans() -> None:
 def _flush_json_lines() -> None:
     """Flushes every open :class:`JsonLines` (registered with ``atexit`` and
     to run before ``os.fork()``)."""
+
+@final
+class _SpanStack:
+    """The Rust core's per-thread stack (``SpanStack``, which its
+    ``Subscriber`` runs on), by span ID: for the test that checks it and the
+    context stack against the same model."""
+
+    def push(self, id: int) -> bool:
+        """R5: pushes ``id``; whether this entry holds a reference."""
+
+    def pop(self, id: int) -> bool:
+        """R5: removes the most recent entry of ``id``; whether it held a
+        reference."""
+
+    def current(self) -> int | None:
+        """R6: the current span's ID."""
+
+    def drain_held(self) -> list[int]:
+        """R11: empties the stack; the IDs its entries held, bottom first."""
 
 def _gc_phase(phase: str, _info: object) -> None:
     """In ``gc.callbacks``: counts collections in progress, during which

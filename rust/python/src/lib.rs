@@ -8,6 +8,7 @@ mod callsite;
 mod close;
 mod context;
 mod convert;
+mod core_stack;
 mod errors;
 mod event;
 mod ext;
@@ -51,6 +52,8 @@ mod _native {
     use crate::bridge::{_otel_attach, _otel_current, _otel_detach};
     #[pymodule_export]
     use crate::callsite::Callsite;
+    #[pymodule_export]
+    use crate::core_stack::PySpanStack;
     #[pymodule_export]
     use crate::event::Event;
     #[pymodule_export]
