@@ -51,7 +51,7 @@ def test_r5_r6_r11_the_core_stack_and_the_context_stack_follow_one_model(
     core = _SpanStack()
     context = contextvars.Context()
 
-    def agree() -> None:
+    def agree(context: contextvars.Context) -> None:
         expected = model.current(KEY)
         expected_id = None if expected is None else expected.id
         assert context.run(reg.current_span) == expected_id  # R6, bindings
@@ -74,7 +74,7 @@ def test_r5_r6_r11_the_core_stack_and_the_context_stack_follow_one_model(
             context.run(reg.exit, ids[i])
             # R5: exiting releases what the removed entry held, if anything.
             assert core.pop(ids[i]) is held
-        agree()
+        agree(context)
 
     # R11: the context ends; what its entries held is released.
     held = [e.span.id for e in model.made[KEY] if e.holds]
