@@ -68,6 +68,7 @@ converted, and anything unexpected is reported by the registry to
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import warnings
@@ -91,10 +92,14 @@ try:
         TraceState,
     )
     from opentelemetry.util.types import AttributeValue
-except ImportError as e:  # pragma: no cover - exercised without the extra
+except ImportError:  # pragma: no cover - exercised without the extra
+    # Not `as e`: that name is deleted after the block, and type checkers
+    # (stubtest) would see a module attribute the module does not have.
+    _missing = sys.exc_info()[1]
     raise ImportError(
-        f"pykregistry.otel needs OpenTelemetry's API and SDK ({e}): pip install pykregistry[otel]"
-    ) from e
+        f"pykregistry.otel needs OpenTelemetry's API and SDK ({_missing}): "
+        "pip install pykregistry[otel]"
+    ) from _missing
 
 from pykregistry._default import default_registry
 from pykregistry.exceptions import ConfigurationWarning
