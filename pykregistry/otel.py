@@ -12,8 +12,8 @@ The exported span is the registry's span as the native exporter sends it:
 
 - ids: its ``trace_id`` and ``span_id`` (R13), its parent's
   ``parent_span_id``, and the trace flags and ``tracestate`` of its trace
-  (:attr:`SpanRef.trace_flags <pykregistry.SpanRef.trace_flags>`); the
-  parent is remote when the span is a root here that continues a
+  (:attr:`~pykregistry.SpanRef.trace_flags`); the parent is remote when
+  the span is a root here that continues a
   :class:`~pykregistry.RemoteParent`;
 - name and times: the span's name, ``start_time_ns`` and ``end_time_ns``;
   kind ``INTERNAL``;
@@ -25,8 +25,8 @@ The exported span is the registry's span as the native exporter sends it:
 - events: the events emitted in it while it ran (name: the message;
   attributes: the fields, ``level`` and a non-empty ``target``), timed when
   they were emitted;
-- links: the spans it follows from (:meth:`Span.follows_from
-  <pykregistry.Span.follows_from>`), while they are live;
+- links: the spans it follows from
+  (:meth:`~pykregistry.Span.follows_from`), while they are live;
 - status: a recorded error (``error=True`` or an ``exception.type`` field,
   as ``with`` blocks record) makes it ERROR, described by
   ``exception.message``, with an ``exception`` event at the span's end
@@ -138,27 +138,27 @@ class OpenTelemetryLayer:
     :func:`pykregistry.default_registry`); events and follows-from links
     are looked up there.
 
-    >>> from opentelemetry.sdk.trace import TracerProvider
-    >>> from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    >>> from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
-    ...     InMemorySpanExporter,
-    ... )
-    >>> from pykregistry import Registry
-    >>> exporter = InMemorySpanExporter()
-    >>> provider = TracerProvider()
-    >>> provider.add_span_processor(SimpleSpanProcessor(exporter))
-    >>> reg = Registry()
-    >>> reg.add_layer(OpenTelemetryLayer(provider, registry=reg))
-    >>> with reg.span("request", target="app", path="/") as request:
-    ...     reg.event("cache miss", key="user:1")
-    ...     ids = request.ref.trace_id, request.ref.span_id
-    >>> [span] = exporter.get_finished_spans()
-    >>> span.name, span.instrumentation_scope.name, span.attributes["path"]
-    ('request', 'app', '/')
-    >>> (span.context.trace_id, span.context.span_id) == ids
-    True
-    >>> [event.name for event in span.events]
-    ['cache miss']
+        >>> from opentelemetry.sdk.trace import TracerProvider
+        >>> from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        >>> from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        ...     InMemorySpanExporter,
+        ... )
+        >>> from pykregistry import Registry
+        >>> exporter = InMemorySpanExporter()
+        >>> provider = TracerProvider()
+        >>> provider.add_span_processor(SimpleSpanProcessor(exporter))
+        >>> reg = Registry()
+        >>> reg.add_layer(OpenTelemetryLayer(provider, registry=reg))
+        >>> with reg.span("request", target="app", path="/") as request:
+        ...     reg.event("cache miss", key="user:1")
+        ...     ids = request.ref.trace_id, request.ref.span_id
+        >>> [span] = exporter.get_finished_spans()
+        >>> span.name, span.instrumentation_scope.name, span.attributes["path"]
+        ('request', 'app', '/')
+        >>> (span.context.trace_id, span.context.span_id) == ids
+        True
+        >>> [event.name for event in span.events]
+        ['cache miss']
     """
 
     __slots__ = (
