@@ -24,7 +24,7 @@ The exported span is the registry's span as the native exporter sends it:
 - instrumentation scope: its target;
 - events: the events emitted in it while it ran (name: the message;
   attributes: the fields, ``level`` and a non-empty ``target``), timed when
-  they were emitted;
+  they were emitted, on the clock of the span's own times;
 - links: the spans it follows from
   (:meth:`~pykregistry.Span.follows_from`), while they are live;
 - status: a recorded error (``error=True`` or an ``exception.type`` field,
@@ -280,8 +280,8 @@ class OpenTelemetryLayer:
                     links.append(item)
                 else:
                     at, name, event_attributes = item
-                    # Two clocks (the registry's and time.time_ns()) may
-                    # disagree by a little: an event stays within its span.
+                    # Busy and idle are whole ns, summed stretch by
+                    # stretch: an event stays within its span regardless.
                     events.append(OtelEvent(name, event_attributes, min(max(at, start), end)))
         status = _UNSET
         if fields.get("error") is True or "exception.type" in fields:
@@ -317,17 +317,21 @@ class OpenTelemetryLayer:
             # Outside any span of ours (or under a remote parent only):
             # OpenTelemetry has no span to put it on.
             return
-        at = time.time_ns()
-        attributes = _attributes(event.fields)
-        attributes["level"] = _LEVEL_NAMES[event.level]
-        target = event.target
-        if target:
-            attributes["target"] = target
         span = self._registry.get(parent_id)
         span_id = event.span_id
         if span is None or span_id is None or span.span_id != span_id:
             self._wrong_registry()
             return
+        # Now, on the clock the span's own times come from: its start plus
+        # its busy and idle time so far. Not time.time_ns(): the registry's
+        # clock is the TSC set to the wall clock once, and the two drift
+        # apart by milliseconds (events would fall outside their span).
+        at = span.start_time_ns + span.busy_ns + span.idle_ns
+        attributes = _attributes(event.fields)
+        attributes["level"] = _LEVEL_NAMES[event.level]
+        target = event.target
+        if target:
+            attributes["target"] = target
         self._add(span, span_id, (at, event.message, attributes))
 
     def on_follows_from(self, span: SpanRef, follows_id: int) -> None:

@@ -265,7 +265,36 @@ def test_events_are_span_events_timed_within_their_span(pipeline: Pipeline) -> N
     assert outer.end_time is not None
     assert outer.start_time <= first.timestamp < second.timestamp <= outer.end_time
     assert first.timestamp < inner.events[0].timestamp < second.timestamp
+    assert inner.start_time is not None
+    assert inner.end_time is not None
+    assert first.timestamp <= inner.start_time <= inner.events[0].timestamp <= inner.end_time
+    assert inner.end_time <= second.timestamp
     assert pipeline.layer._pending == {}
+
+
+def test_event_times_are_on_the_spans_clock_when_the_system_clock_steps(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The registry's times come from its own clock (the TSC, set to the
+    # wall clock once); time.time_ns() may step (NTP) or drift from it.
+    # Events are timed on the span's clock, so they stay where they were.
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() + 3600 * 10**9)
+    reg = pipeline.reg
+    with reg.span("stepped"):
+        time.sleep(0.002)
+        reg.event("a")
+        time.sleep(0.002)
+        reg.event("b")
+        time.sleep(0.002)
+    monkeypatch.undo()
+    span = pipeline.spans()["stepped"]
+    a, b = span.events
+    assert span.start_time is not None
+    assert span.end_time is not None
+    assert span.start_time + 2_000_000 <= a.timestamp
+    assert a.timestamp + 2_000_000 <= b.timestamp
+    assert b.timestamp + 2_000_000 <= span.end_time
 
 
 def test_an_event_after_its_spans_end_is_dropped_and_nothing_is_kept(
