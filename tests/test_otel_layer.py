@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pykregistry
 from pykregistry import ConfigurationWarning, Level, OtlpExporter, Registry, RemoteParent
@@ -605,3 +607,44 @@ def test_spans_from_many_threads_all_arrive(pipeline: Pipeline) -> None:
     assert len(spans) == 200
     assert all([e.name for e in s.events] == ["tick"] for s in spans.values())
     assert pipeline.layer._pending == {}
+
+
+# === Any field value exports (R15) ===
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**200), max_value=2**200),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(),
+    st.sampled_from(["\ud800", "a\udcffb", "\udfff\ud800"]),  # lone surrogates
+    st.binary(max_size=8),
+)
+values = st.recursive(
+    scalars, lambda inner: st.lists(inner) | st.tuples(inner, inner), max_leaves=6
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(fields=st.dictionaries(st.text(min_size=1, max_size=8), values, max_size=6))
+def test_any_field_values_export_through_the_otlp_encoder(fields: dict[str, Any]) -> None:
+    encoder = pytest.importorskip("opentelemetry.exporter.otlp.proto.common.trace_encoder")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reg = Registry(strict=True)
+    reg.add_layer(OpenTelemetryLayer(provider, registry=reg))
+    # Fields go in by record(): any str is a key there, "level" too.
+    with reg.span("any") as span:
+        span.record(**fields)
+        reg.event("any event", **fields)
+    assert reg.layer_errors == 0
+    (exported,) = exporter.get_finished_spans()
+    # The encoder logs and skips an attribute it cannot encode: none is.
+    body = encoder.encode_spans([exported]).SerializeToString()
+    request = otlp.ExportTraceServiceRequest.FromString(body)
+    encoded = request.resource_spans[0].scope_spans[0].spans[0]
+    assert len(encoded.attributes) == len(exported.attributes or {})
+    assert len(encoded.events[0].attributes) == len(exported.events[0].attributes or {})
+    provider.shutdown()
