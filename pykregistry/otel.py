@@ -1,4 +1,11 @@
-"""OpenTelemetry: pykregistry's spans through OpenTelemetry's SDK.
+"""OpenTelemetry: pykregistry's spans through OpenTelemetry's SDK, and the
+two tracers' spans in one tree.
+
+:func:`install` (or ``OTEL_PYTHON_CONTEXT=pykregistry``) makes
+OpenTelemetry keep its context on the registry's stack, so that the spans
+of OpenTelemetry's instrumentations (requests, httpx, Django...) nest under
+pykregistry's and the other way round; see :mod:`pykregistry._otel_context`
+and the docs' OpenTelemetry page.
 
 :class:`OpenTelemetryLayer` is a layer that hands every span, when it ends
 (R14), to the span processors of OpenTelemetry's SDK, and through them to
@@ -102,13 +109,14 @@ except ImportError:  # pragma: no cover - exercised without the extra
     ) from _missing
 
 from pykregistry._default import default_registry
+from pykregistry._otel_context import RuntimeContext, install
 from pykregistry.exceptions import ConfigurationWarning
 from pykregistry.level import Level
 
 if TYPE_CHECKING:
     from pykregistry._native import Event, Registry, SpanRef
 
-__all__ = ["OpenTelemetryLayer"]
+__all__ = ["OpenTelemetryLayer", "RuntimeContext", "install"]
 
 _I64_MIN = -(2**63)
 _I64_MAX = 2**63 - 1

@@ -23,12 +23,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pykregistry
-from pykregistry import ConfigurationWarning, Level, OtlpExporter, Registry, RemoteParent
-
-pytest.importorskip("opentelemetry.sdk.trace", reason="the otel extra (in the test extra)")
-
+# The test extra brings the otel extra's packages and the OTLP exporter: a
+# missing one is an error, not a skip.
 from opentelemetry import trace as trace_api
+from opentelemetry.exporter.otlp.proto.common import trace_encoder as encoder
+from opentelemetry.exporter.otlp.proto.http import trace_exporter as otlp_http
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -40,6 +39,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 from opentelemetry.trace import StatusCode
 
+import pykregistry
+from pykregistry import ConfigurationWarning, Level, OtlpExporter, Registry, RemoteParent
 from pykregistry.otel import OpenTelemetryLayer
 
 # === Fixtures ===
@@ -531,7 +532,6 @@ def test_through_the_otlp_http_exporter_as_the_native_exporter_sends_it(
 ) -> None:
     """The same spans, sent by the SDK's OTLP/HTTP exporter through this
     layer and by the native exporter, arrive the same."""
-    otlp_http = pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
     provider = TracerProvider(
         resource=Resource.create({"service.name": "sdk"}), shutdown_on_exit=False
     )
@@ -629,7 +629,6 @@ values = st.recursive(
 @settings(deadline=None)  # examples: the hypothesis profile (conftest.py)
 @given(fields=st.dictionaries(st.text(min_size=1, max_size=8), values, max_size=6))
 def test_any_field_values_export_through_the_otlp_encoder(fields: dict[str, Any]) -> None:
-    encoder = pytest.importorskip("opentelemetry.exporter.otlp.proto.common.trace_encoder")
     exporter = InMemorySpanExporter()
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
