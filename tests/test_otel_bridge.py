@@ -358,3 +358,19 @@ def test_requests_instrumentation_sends_our_ids(
     assert (client.context.trace_id, client.parent.span_id) == ids
     # The header the server got names the requests span, in our trace.
     assert sent == f"00-{ids[0]:032x}-{client.context.span_id:016x}-01"
+
+
+def test_r15_a_bridge_that_fails_never_raises_into_opentelemetry_callers(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pykregistry._otel_context as bridge
+
+    def broken(*args: object) -> object:
+        raise RuntimeError("no entry")
+
+    monkeypatch.setattr(bridge._native, "_otel_attach", broken)
+    monkeypatch.setattr(bridge._native, "_otel_current", broken)
+    key = otel_context.create_key("k")
+    token = otel_context.attach(otel_context.set_value(key, "v"))
+    assert otel_context.get_value(key) is None  # not attached, and no error
+    otel_context.detach(token)
