@@ -119,7 +119,7 @@ impl ChromeDoc {
         let end = end_ns.saturating_sub(self.origin_ns).max(start);
         let dur = end - start;
         let _ = write!(out, ",\"dur\":{}.{:03}", dur / 1000, dur % 1000);
-        self.name_cat_args(out, name, cat, args);
+        Self::name_cat_args(out, name, cat, args);
     }
 
     /// An instant event on track `tid`.
@@ -135,7 +135,7 @@ impl ChromeDoc {
         self.begin(out, "i");
         let _ = write!(out, ",\"tid\":{tid},\"s\":\"t\"");
         self.push_ts(out, at_ns);
-        self.name_cat_args(out, name, cat, args);
+        Self::name_cat_args(out, name, cat, args);
     }
 
     /// A flow arrow `id` from the slice enclosing `from` to the slice
@@ -152,7 +152,7 @@ impl ChromeDoc {
         }
     }
 
-    fn name_cat_args(&self, out: &mut Vec<u8>, name: &str, cat: &str, args: &[u8]) {
+    fn name_cat_args(out: &mut Vec<u8>, name: &str, cat: &str, args: &[u8]) {
         out.extend_from_slice(b",\"name\":");
         push_str(out, name);
         out.extend_from_slice(b",\"cat\":");
@@ -251,7 +251,7 @@ pub fn jsonl_to_chrome<R: BufRead + Seek, W: Write>(
     mut src: R,
     dst: W,
     pid: u32,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64) -> bool,
 ) -> io::Result<Report> {
     let start = src.stream_position()?;
     let origin = earliest_time(&mut src)?;
@@ -519,8 +519,10 @@ mod tests {
 
     fn convert(text: &str) -> (serde_json::Value, Report) {
         let mut out = Vec::new();
-        let report =
-            jsonl_to_chrome(io::Cursor::new(text.as_bytes()), &mut out, 42, &mut |_| {}).unwrap();
+        let report = jsonl_to_chrome(io::Cursor::new(text.as_bytes()), &mut out, 42, &mut |_| {
+            true
+        })
+        .unwrap();
         (
             serde_json::from_slice(&out).expect("one JSON document"),
             report,

@@ -94,8 +94,8 @@ impl Folded {
         let mut options = inferno::flamegraph::Options::default();
         title.clone_into(&mut options.title);
         options.subtitle = Some("self busy time per stack of spans".to_owned());
-        options.count_name = "ns".to_owned();
-        options.name_type = "Span:".to_owned();
+        "ns".clone_into(&mut options.count_name);
+        "Span:".clone_into(&mut options.name_type);
         inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), &mut out)
             .map_err(|e| io::Error::other(e.to_string()))?;
         out.flush()
@@ -108,10 +108,13 @@ impl Folded {
 /// parent (their stack goes through it); older ones are forgotten.
 const REMEMBERED: usize = 1 << 16;
 
+/// A line's thread and task.
+type TrackKey = (Option<u64>, Option<String>);
+
 #[derive(Debug, Default)]
 struct Pending {
     /// Busy time of children read so far, per track.
-    busy_by_track: Vec<((Option<u64>, Option<String>), u64)>,
+    busy_by_track: Vec<(TrackKey, u64)>,
     /// Their stacks (relative to this span) and self times.
     stacks: HashMap<String, u64>,
 }
@@ -127,7 +130,7 @@ struct Pending {
 /// are stacks of their own at the end.
 pub fn jsonl_to_folded(
     src: impl BufRead,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64) -> bool,
 ) -> io::Result<(Folded, Report)> {
     let mut folded = Folded::new();
     let mut pending: HashMap<u64, Pending> = HashMap::new();
@@ -243,7 +246,7 @@ mod tests {
             span("request", 1, None, 100, None),
         ]
         .join("\n");
-        let (folded, report) = jsonl_to_folded(text.as_bytes(), &mut |_| {}).unwrap();
+        let (folded, report) = jsonl_to_folded(text.as_bytes(), &mut |_| true).unwrap();
         assert_eq!(report.spans, 4);
         assert_eq!(folded.get("request;handler;db"), 30);
         assert_eq!(folded.get("request;handler"), 20);
@@ -259,7 +262,7 @@ mod tests {
             span("root", 1, None, 40, None),
         ]
         .join("\n");
-        let (folded, _) = jsonl_to_folded(text.as_bytes(), &mut |_| {}).unwrap();
+        let (folded, _) = jsonl_to_folded(text.as_bytes(), &mut |_| true).unwrap();
         assert_eq!(folded.get("root;parent;late"), 5);
         assert_eq!(folded.get("root;parent"), 10);
         assert_eq!(folded.get("root"), 30);

@@ -167,11 +167,12 @@ pub fn parse(bytes: &[u8]) -> Result<Record<'_>, String> {
 
 /// Calls `each(line_no, bytes)` for every line of `src` (without its
 /// newline; blank lines skipped), noting in `report` lines too long to read
-/// and calling `progress(bytes_read)` about every MiB.
+/// and calling `progress(bytes_read)` about every MiB; when that returns
+/// false, reading stops with an [`io::ErrorKind::Interrupted`] error.
 pub fn lines(
     mut src: impl BufRead,
     report: &mut Report,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(u64) -> bool,
     mut each: impl FnMut(&mut Report, u64, &[u8]),
 ) -> io::Result<()> {
     let mut buf = Vec::with_capacity(4096);
@@ -224,7 +225,12 @@ pub fn lines(
             }
         }
         if report.bytes >= next_progress {
-            progress(report.bytes);
+            if !progress(report.bytes) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "conversion stopped",
+                ));
+            }
             next_progress = report.bytes + PROGRESS_EVERY;
         }
     }
@@ -266,7 +272,7 @@ mod tests {
         lines(
             text.as_bytes(),
             &mut report,
-            &mut |_| {},
+            &mut |_| true,
             |r, n, bytes| match parse(bytes) {
                 Ok(_) => good += 1,
                 Err(e) => r.error(n, e),
@@ -287,7 +293,10 @@ mod tests {
         lines(
             SPAN.as_bytes(),
             &mut report,
-            &mut |b| seen.push(b),
+            &mut |b| {
+                seen.push(b);
+                true
+            },
             |_, _, _| {},
         )
         .unwrap();

@@ -244,7 +244,7 @@ mod tests {
         }
         if close {
             tl.close_all(now, |c| {
-                out.push((c.track, c.key, c.start, c.end, c.self_time))
+                out.push((c.track, c.key, c.start, c.end, c.self_time));
             });
             assert!(tl.is_idle());
         }
@@ -319,12 +319,12 @@ mod tests {
         tl.enter(1, 20, 5, "caller");
         let mut out = Vec::new();
         tl.exit(1, 10, 8, |c| {
-            out.push((*c.payload, c.start, c.end, c.self_time))
+            out.push((*c.payload, c.start, c.end, c.self_time));
         });
         assert_eq!(out, [("caller", 5, 8, 3), ("gen", 0, 8, 5)]);
         out.clear();
         tl.exit(1, 20, 12, |c| {
-            out.push((*c.payload, c.start, c.end, c.self_time))
+            out.push((*c.payload, c.start, c.end, c.self_time));
         });
         assert_eq!(out, [("caller", 8, 12, 4)]);
         assert!(!tl.exit(1, 20, 13, |_| panic!("nothing open")));
