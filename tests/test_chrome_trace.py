@@ -57,9 +57,8 @@ def test_slices_tracks_instants_and_args(tmp_path: Path, make: Any) -> None:
     path = tmp_path / "trace.json"
     with ChromeTrace(path) as out:
         reg = make(layers=[out])
-        with reg.span("request", target="app", path="/"):
-            with reg.span("db", rows=3):
-                reg.event("cache miss", key="k")
+        with reg.span("request", target="app", path="/"), reg.span("db", rows=3):
+            reg.event("cache miss", key="k")
         assert not out.closed
     assert out.closed
     events = load(path)
@@ -431,7 +430,8 @@ def test_jsonl_converts_to_one_slice_per_span(tmp_path: Path, make: Any) -> None
     report = _jsonl_to_chrome(src, dst, progress=seen.append)
     assert report["spans"] == 2
     assert report["events"] == 1
-    assert report["errors"] == [] and report["error_count"] == 0
+    assert report["errors"] == []
+    assert report["error_count"] == 0
     assert seen[-1] == src.stat().st_size == report["bytes"]
     events = load(dst)
     names = track_names(events)

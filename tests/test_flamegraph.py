@@ -97,7 +97,8 @@ def test_svg_names_the_spans(tmp_path: Path, make: Any) -> None:
     out.flush()
     svg = path.read_text(encoding="utf-8")
     assert svg.startswith("<?xml")
-    assert "<svg" in svg and "</svg>" in svg
+    assert "<svg" in svg
+    assert "</svg>" in svg
     assert "my profile" in svg
     for name in ("root", "child", "other"):
         assert f"<title>{name} (" in svg, name
@@ -214,7 +215,8 @@ def test_jsonl_converts_to_folded_and_svg(tmp_path: Path, make: Any) -> None:
         known_program(reg)
     folded_path, svg_path = tmp_path / "t.folded", tmp_path / "t.svg"
     report = _jsonl_to_flamegraph(src, folded_path)
-    assert report["spans"] == 3 and report["error_count"] == 0
+    assert report["spans"] == 3
+    assert report["error_count"] == 0
     stacks = folded_file(folded_path)
     assert set(stacks) == {"root", "root;child", "root;other"}
     assert 70 * MS <= stacks["root"] < 95 * MS
