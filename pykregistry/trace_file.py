@@ -92,65 +92,73 @@ def _json_error(error: ValueError) -> str:
 
 
 # What JsonLines writes on each line, by type: the keys read here, and the
-# types their values may have (None where null is allowed).
-_INT = (int,)
-_SPAN: dict[str, tuple[type | None, ...]] = {
-    "trace_id": (str,),
-    "span_id": (str,),
-    "parent_span_id": (str, None),
-    "parent_id": (*_INT, None),
-    "name": (str,),
-    "target": (str,),
-    "level": (str,),
-    "start_time_ns": _INT,
-    "end_time_ns": (*_INT, None),
-    "busy_ns": _INT,
-    "idle_ns": _INT,
-    "fields": (dict,),
+# types their values may have (None where null is allowed). JSON gives
+# exact types, so a type is checked by set membership (a bool, whose type
+# is bool, is not an int here).
+_NULL: type[None] = type(None)
+_SPAN: dict[str, frozenset[type]] = {
+    "trace_id": frozenset({str}),
+    "span_id": frozenset({str}),
+    "parent_span_id": frozenset({str, _NULL}),
+    "parent_id": frozenset({int, _NULL}),
+    "name": frozenset({str}),
+    "target": frozenset({str}),
+    "level": frozenset({str}),
+    "start_time_ns": frozenset({int}),
+    "end_time_ns": frozenset({int, _NULL}),
+    "busy_ns": frozenset({int}),
+    "idle_ns": frozenset({int}),
+    "fields": frozenset({dict}),
 }
-_EVENT: dict[str, tuple[type | None, ...]] = {
-    "time_ns": _INT,
-    "message": (str,),
-    "target": (str,),
-    "level": (str,),
-    "trace_id": (str, None),
-    "span_id": (str, None),
-    "fields": (dict,),
+_EVENT: dict[str, frozenset[type]] = {
+    "time_ns": frozenset({int}),
+    "message": frozenset({str}),
+    "target": frozenset({str}),
+    "level": frozenset({str}),
+    "trace_id": frozenset({str, _NULL}),
+    "span_id": frozenset({str, _NULL}),
+    "fields": frozenset({dict}),
 }
-_KINDS = {"span": _SPAN, "event": _EVENT}
-_JSON_TYPES: dict[type | None, str] = {
-    str: "a string",
-    int: "an integer",
-    dict: "an object",
-    None: "null",
+
+
+class _Missing:
+    """The value of a key a record lacks."""
+
+
+# Per type: the keys, the types each may have, and a missing value for each.
+_KINDS = {
+    kind: (tuple(keys), tuple(keys.values()), (_Missing(),) * len(keys))
+    for kind, keys in (("span", _SPAN), ("event", _EVENT))
 }
+_JSON_TYPES = {str: "a string", int: "an integer", dict: "an object", _NULL: "null"}
 
 
 def _check(record: object) -> bool:
     """Whether ``record`` is a span or an event to read (False: another
     type, skipped); :class:`BadRecordError` if it is not a record or lacks
     what its type needs."""
-    if not isinstance(record, dict):
+    if type(record) is not dict:
         raise BadRecordError(f"not a span or an event: a JSON {_json_kind(record)}")
     kind = record.get("type")
-    keys = _KINDS.get(kind) if isinstance(kind, str) else None
-    if keys is None:
+    found = _KINDS.get(kind) if type(kind) is str else None
+    if found is None:
         if "type" not in record:
             raise BadRecordError('not a span or an event: no "type"')
         return False
-    for key, allowed in keys.items():
-        if key not in record:
+    keys, types, missing = found
+    # One pass in C over the keys: the type of each value is one allowed.
+    if all(map(frozenset.__contains__, types, map(type, map(record.get, keys, missing)))):
+        return True
+    for key, allowed in zip(keys, types, strict=True):
+        value = record.get(key, missing[0])
+        if isinstance(value, _Missing):
             raise BadRecordError(f'a {kind} without "{key}"')
-        value = record[key]
-        if not any(
-            value is None if t is None else isinstance(value, t) and not isinstance(value, bool)
-            for t in allowed
-        ):
-            wanted = " or ".join(_JSON_TYPES[t] for t in allowed)
+        if type(value) not in allowed:
+            wanted = " or ".join(sorted(_JSON_TYPES[t] for t in allowed))
             raise BadRecordError(
                 f'a {kind} whose "{key}" is a JSON {_json_kind(value)}, not {wanted}'
             )
-    return True
+    raise AssertionError("unreachable: a key failed the check above")
 
 
 def _json_kind(value: object) -> str:
@@ -248,7 +256,9 @@ class SpanTrees:
         a line that names the parent by its ``span_id``, and forgets them."""
         for key in list(self._waiting):
             nodes = self._waiting.pop(key)
-            missing = self._style.note(f"? {key[-16:]}  (no line for this span before its children)")
+            missing = self._style.note(
+                f"? {key[-16:]}  (no line for this span before its children)"
+            )
             yield self._draw([(min(map(_start, nodes)), missing, nodes)])
 
     def _draw(self, roots: Iterable[_Node]) -> list[str]:
