@@ -470,9 +470,6 @@ def _is_error(fields: Mapping[str, object]) -> bool:
     return fields.get("error") is True or "exception.type" in fields
 
 
-_UNITS = ((1_000, "µs"), (1_000_000, "ms"), (1_000_000_000, "s"))
-
-
 def format_duration(ns: int, *, ascii_only: bool = False) -> str:
     """``ns`` nanoseconds for a person: three significant digits in the
     unit that suits (``850 ns``, ``340 µs``, ``1.2 ms``, ``2.01 s``, then
@@ -482,26 +479,27 @@ def format_duration(ns: int, *, ascii_only: bool = False) -> str:
         >>> format_duration(1_204_000), format_duration(340_000), format_duration(2_012_000_000)
         ('1.2 ms', '340 µs', '2.01 s')
     """
+    # Each unit up to where its three digits would round to 1000.
     if ns < 1_000:
         return f"{max(ns, 0)} ns"
-    for scale, unit in _UNITS:
-        text = _three_digits(ns / scale)
-        if float(text) < 1_000:  # 999.96 µs rounds to 1000: 1 ms then
-            if ascii_only and unit == "µs":
-                unit = "us"
-            return f"{text} {unit}"
-    minutes = ns / 60e9
-    if float(_three_digits(minutes)) < 100:
-        return f"{_three_digits(minutes)} min"
+    if ns < 999_500:
+        return f"{_three_digits(ns / 1e3)} {'us' if ascii_only else 'µs'}"
+    if ns < 999_500_000:
+        return f"{_three_digits(ns / 1e6)} ms"
+    if ns < 999_500_000_000:
+        return f"{_three_digits(ns / 1e9)} s"
+    if ns < 5_997_000_000_000:  # 99.95 min
+        return f"{_three_digits(ns / 60e9)} min"
     return f"{_three_digits(ns / 3600e9)} h"
 
 
 def _three_digits(value: float) -> str:
     """``value`` (at least 1) to three significant digits, trailing zeros
     dropped: 1.2, 340, 2.01."""
-    decimals = 0 if value >= 99.95 else 1 if value >= 9.995 else 2
-    text = f"{value:.{decimals}f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    if value >= 99.95:
+        return f"{value:.0f}"
+    text = f"{value:.1f}" if value >= 9.995 else f"{value:.2f}"
+    return text.rstrip("0").rstrip(".")
 
 
 def _fields(fields: Mapping[str, object]) -> str:
