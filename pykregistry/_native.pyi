@@ -9,7 +9,17 @@ import os
 import pathlib
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Final, Literal, TypeAlias, TypeVar, final, overload, type_check_only
+from typing import (
+    Any,
+    Final,
+    Literal,
+    TypeAlias,
+    TypedDict,
+    TypeVar,
+    final,
+    overload,
+    type_check_only,
+)
 
 from typing_extensions import Self, disjoint_base
 
@@ -19,9 +29,11 @@ __all__ = [
     "CURRENT",
     "GENERATIONS",
     "Callsite",
+    "ChromeTrace",
     "DisabledSpan",
     "Entered",
     "Event",
+    "FlameGraph",
     "JsonLines",
     "OtlpExporter",
     "Registry",
@@ -30,9 +42,13 @@ __all__ = [
     "SpanRef",
     "_SpanStack",
     "_close_open_spans",
+    "_close_pictures",
     "_flush_json_lines",
+    "_flush_pictures",
     "_gc_phase",
     "_json_lines_forked",
+    "_jsonl_to_chrome",
+    "_jsonl_to_flamegraph",
     "_otel_attach",
     "_otel_current",
     "_otel_detach",
@@ -433,6 +449,19 @@ class SpanRef:
         when that parent has closed; ``None`` for a root of a new trace."""
 
     @property
+    def thread_id(self) -> int:
+        """The thread that made the span, as ``threading.get_ident()``
+        names it there."""
+
+    @property
+    def task_name(self) -> str | None:
+        """The name of the asyncio task that made the span (``Task-3``, or
+        the name it was given), ``None`` outside a task. Looking the task up
+        costs a little, so it is recorded only while a layer that needs it
+        is attached (:class:`ChromeTrace`, :class:`FlameGraph`,
+        :class:`JsonLines`); otherwise ``None``."""
+
+    @property
     def trace_flags(self) -> int:
         """The W3C trace flags of the span's trace: those of the
         :class:`RemoteParent` its trace continues, else ``0x01`` (sampled:
@@ -534,9 +563,11 @@ class JsonLines:
 
     Spans: ``{"type": "span", "id", "parent_id", "trace_id", "span_id",
     "parent_span_id", "name", "target", "level", "start_time_ns",
-    "end_time_ns", "busy_ns", "idle_ns", "fields"}``; events: ``{"type":
-    "event", "time_ns", "message", "target", "level", "parent_id",
-    "trace_id", "span_id", "fields"}``. ``trace_id`` (32 hex digits),
+    "end_time_ns", "busy_ns", "idle_ns", "fields", "thread_id", "task"}``;
+    events: ``{"type": "event", "time_ns", "message", "target", "level",
+    "parent_id", "trace_id", "span_id", "fields", "thread_id", "task"}``
+    (``thread_id``: ``threading.get_ident()`` of the thread that made the
+    span or event; ``task``: its asyncio task's name, or ``null``). ``trace_id`` (32 hex digits),
     ``span_id`` and ``parent_span_id`` (16) link spans and events into trees
     (an event's are its parent span's); they are ``null`` where there is
     none. The registry's ``id`` and ``parent_id`` recur after slot reuse:
@@ -583,6 +614,132 @@ class JsonLines:
     def write_errors(self) -> int:
         """How many writes failed (a failed write may lose up to a buffer
         of lines)."""
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Literal[False]: ...
+
+@final
+class ChromeTrace:
+    """A built-in layer that writes the Chrome trace event format, which
+    Perfetto (https://ui.perfetto.dev) and ``chrome://tracing`` open:
+    ``Registry(layers=[ChromeTrace("trace.json")])``.
+
+    Each busy interval of a span (enter to exit) is a slice (a complete
+    event, ``"ph": "X"``) on the track of the thread or asyncio task it ran
+    in; its ``args`` hold ``span_id``, ``trace_id`` and ``parent_span_id``
+    (hex), ``level``, ``thread_id`` and the ``fields`` as they were at the
+    enter. Each thread and each task is a track of its own, named after the
+    thread, or the task and its coroutine (``"Task-3 handle_request"``).
+    Events are instants on the track they happen in. A parent on another
+    track, and ``follows_from``, are flow arrows. Slices on one track
+    always nest: an exit out of order (a generator closed elsewhere) ends
+    the slices above it and starts them again.
+
+    The file is the JSON array form: readable (unterminated) after
+    :meth:`flush`, one complete JSON document after :meth:`close`, the end
+    of its ``with`` block, or interpreter exit (slices still open end
+    then). Before ``os.fork()`` it writes out what it holds; in a child the
+    parent's layers write nothing. A failed write is counted in
+    :attr:`write_errors` (the first goes to ``sys.unraisablehook``) and
+    never raises into the program."""
+
+    def __new__(cls, path: str | os.PathLike[str], /, *, events: bool = True) -> ChromeTrace:
+        """Opens ``path`` for writing (truncating it); ``events=False``
+        leaves events out. ``OSError`` if it cannot be opened."""
+
+    def flush(self) -> None:
+        """Writes what is buffered to the file."""
+
+    def close(self) -> None:
+        """Ends the slices still open, completes the document and closes the
+        file. A second call does nothing."""
+
+    @property
+    def path(self) -> pathlib.Path:
+        """The file's path."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+
+    @property
+    def events(self) -> bool:
+        """Whether events are written."""
+
+    @property
+    def write_errors(self) -> int:
+        """How many writes failed."""
+
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Literal[False]: ...
+
+@final
+class FlameGraph:
+    """A built-in layer that draws a flame graph of *self busy time*: per
+    stack of span names (root to leaf), the time spans were entered less the
+    busy time of their children on the same thread or task, never below 0.
+    Children on other threads or tasks ran concurrently and are not
+    subtracted, so no instant is counted twice.
+    ``Registry(layers=[FlameGraph("profile.svg")])``.
+
+    It is drawn at :meth:`flush`, :meth:`close` (or the end of its ``with``
+    block), before ``os.fork()`` and at interpreter exit: an interactive SVG
+    (by the ``inferno`` crate, CDDL-1.0: click to zoom, Ctrl-F to search),
+    or folded stacks (``root;child;leaf 1234``, ns, one line per stack,
+    what ``inferno``/``flamegraph.pl`` read) if ``format="folded"`` or,
+    without ``format``, if ``path`` ends in ``.folded``. In a child process
+    the parent's layers draw nothing. A failed write is counted in
+    :attr:`write_errors` when it happens at exit or fork (the first goes to
+    ``sys.unraisablehook``); :meth:`flush` and :meth:`close` raise it."""
+
+    def __new__(
+        cls,
+        path: str | os.PathLike[str],
+        /,
+        *,
+        format: Literal["svg", "folded"] | None = None,
+        title: str | None = None,
+    ) -> FlameGraph:
+        """Creates ``path`` now (``OSError`` if it cannot be written);
+        ``title`` heads the SVG."""
+
+    def flush(self) -> None:
+        """Draws the intervals that ended so far."""
+
+    def close(self) -> None:
+        """Ends the intervals still open, draws, and stops. A second call
+        does nothing."""
+
+    def folded(self) -> dict[str, int]:
+        """The self time (ns) per stack so far, ``{"root;child": ns}``."""
+
+    @property
+    def path(self) -> pathlib.Path:
+        """The file's path."""
+
+    @property
+    def format(self) -> Literal["svg", "folded"]:
+        """What it draws."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+
+    @property
+    def write_errors(self) -> int:
+        """How many writes failed."""
 
     def __enter__(self) -> Self: ...
     def __exit__(
@@ -686,6 +843,52 @@ def _close_open_spans() -> None:
     """Registered with ``atexit`` (to run before :func:`_flush_json_lines`):
     every span still open ends and closes, children first, so that layers
     and exporters see it (R15)."""
+
+def _close_pictures() -> None:
+    """Registered with ``atexit`` (to run after :func:`_close_open_spans`):
+    every open :class:`ChromeTrace` and :class:`FlameGraph` is finished."""
+
+def _flush_pictures() -> None:
+    """Run before ``os.fork()``: every open :class:`ChromeTrace` and
+    :class:`FlameGraph` writes out what it holds."""
+
+class _Conversion(TypedDict):
+    lines: int
+    spans: int
+    events: int
+    bytes: int
+    errors: list[tuple[int, str]]
+    error_count: int
+
+def _jsonl_to_chrome(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    /,
+    progress: Callable[[int], object] | None = None,
+) -> _Conversion:
+    """Converts the :class:`JsonLines` file ``src`` into a Chrome trace at
+    ``dst``, streaming, in memory bounded by the spans open at each point of
+    the file (the file is read twice: first for its earliest time). Each
+    span is one slice from its start to its end on the track of its thread
+    or task (a JSON-lines file holds spans, not each busy interval); events
+    are instants; a child on another track than its parent gets an arrow
+    (one per parent and track). Bad or cut-short lines are skipped and
+    reported: ``errors`` keeps the first 1,000 as ``(line_no, message)``,
+    ``error_count`` counts all. ``progress(bytes_read)`` is called about
+    every MiB; an exception it raises (or Ctrl-C) stops the conversion.
+    ``OSError`` if a file cannot be opened or written."""
+
+def _jsonl_to_flamegraph(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    /,
+    progress: Callable[[int], object] | None = None,
+) -> _Conversion:
+    """Converts the :class:`JsonLines` file ``src`` into a flame graph of
+    self busy time at ``dst`` (folded stacks if it ends in ``.folded``, else
+    an SVG), streaming, as :func:`_jsonl_to_chrome` does. A span's self
+    time is its ``busy_ns`` less that of its children on its own thread and
+    task."""
 
 def _flush_json_lines() -> None:
     """Flushes every open :class:`JsonLines` (registered with ``atexit`` and

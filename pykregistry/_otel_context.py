@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = ["RuntimeContext", "install"]
 
+_NOTHING_ATTACHED = object()
+"""The token of an ``attach`` that could not push its entry."""
+
 
 class RuntimeContext(_RuntimeContext):
     """OpenTelemetry's runtime context kept on ``registry``'s stack (the
@@ -62,8 +65,13 @@ class RuntimeContext(_RuntimeContext):
         return self._registry
 
     def attach(self, context: Context) -> Token[Context]:
-        """Makes ``context`` current; the token ``detach`` takes."""
-        entry = _native._otel_attach(self._registry, context, self._span_ids(context))
+        """Makes ``context`` current; the token ``detach`` takes. Never
+        raises (R15): should the entry not be made, ``context`` is not
+        made current and the token detaches nothing."""
+        try:
+            entry = _native._otel_attach(self._registry, context, self._span_ids(context))
+        except Exception:
+            entry = _NOTHING_ATTACHED
         # Not a contextvars Token (no ContextVar.reset here): the entry
         # itself, which callers only hand back to detach().
         return cast("Token[Context]", entry)
@@ -71,7 +79,10 @@ class RuntimeContext(_RuntimeContext):
     def get_current(self) -> Context:
         """The innermost of the attached contexts and the registry's current
         span (see the module's documentation)."""
-        ours, attached = _native._otel_current(self._registry)
+        try:
+            ours, attached = _native._otel_current(self._registry)
+        except Exception:  # R15: never raised into the instrumented code
+            return Context()
         context = Context() if attached is None else cast("Context", attached)
         if ours is None:
             return context

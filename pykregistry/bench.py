@@ -167,6 +167,8 @@ P1 = "P1 with reg.span('x')"
 P2 = "P2 3 nested"
 CALL = "plain call f()"
 P8 = "P8 JsonLines layer writing a file"
+P8_CHROME = "P8 ChromeTrace layer writing a file"
+P8_FLAME = "P8 FlameGraph layer"
 OTEL = "OpenTelemetry SDK, no processor"
 P11 = "P11 OtlpExporter, loopback"
 P11_SDK = "OpenTelemetry SDK+Batch+OTLP HTTP"
@@ -290,6 +292,37 @@ def cases(
         with json_reg.span("x"):
             pass
 
+    # Issue 12: the pictures, measured like P8. ChromeTrace writes a slice
+    # per interval (its file emptied after each round, as above: it stays
+    # an unterminated array); FlameGraph only adds to its folded stacks.
+    fd, chrome_path = tempfile.mkstemp(prefix="pykregistry-bench-", suffix=".json")
+    os.close(fd)
+    chrome = pykregistry.ChromeTrace(chrome_path)
+    chrome_reg = pykregistry.Registry(layers=[chrome])
+
+    def chrome_emptied() -> None:
+        chrome.flush()
+        os.truncate(chrome_path, 0)
+
+    after_round.append(chrome_emptied)
+    at_end.append(chrome.close)
+    at_end.append(lambda: os.remove(chrome_path))
+
+    def p8_chrome() -> None:
+        with chrome_reg.span("x"):
+            pass
+
+    fd, flame_path = tempfile.mkstemp(prefix="pykregistry-bench-", suffix=".folded")
+    os.close(fd)
+    flame = pykregistry.FlameGraph(flame_path)
+    flame_reg = pykregistry.Registry(layers=[flame])
+    at_end.append(flame.close)
+    at_end.append(lambda: os.remove(flame_path))
+
+    def p8_flame() -> None:
+        with flame_reg.span("x"):
+            pass
+
     # P11: the native OTLP exporter, sending to a collector on loopback.
     url = loopback_collector(at_end)
     otlp = pykregistry.OtlpExporter(url, exit_timeout=0.5)
@@ -321,6 +354,8 @@ def cases(
         "P4 @instrument f(x), x recorded": p4_instrumented_arg,
         "P4 @instrument f(), filtered out": p4_filtered_instrumented_call,
         P8: p8_json_lines,
+        P8_CHROME: p8_chrome,
+        P8_FLAME: p8_flame,
         P11: p11_otlp,
         "pure-Python registry": pure_python,
     }
@@ -499,6 +534,12 @@ def targets(results: Results) -> list[Target]:
             f"{json_lines:,.0f} ns",
         )
     )
+    for case, what in (
+        (P8_CHROME, "`ChromeTrace` layer writing a file / P1"),
+        (P8_FLAME, "`FlameGraph` layer / P1"),
+    ):
+        picture = results.median(case)
+        out.append(at_most("P8", what, picture / p1, 3.0, "x", f"{picture:,.0f} ns"))
     p11 = results.median(P11)
     out.append(
         at_most(

@@ -65,6 +65,8 @@ def test_cli_bench_prints_every_case_with_its_ratios(capsys: pytest.CaptureFixtu
         "P3 filtered out, reg.span(level=str)",
         "P4 @instrument(ret=True) f()",
         "P8 JsonLines layer writing a file",
+        "P8 ChromeTrace layer writing a file",
+        "P8 FlameGraph layer",
         "P11 OtlpExporter, loopback",
         "plain call f()",
     ):

@@ -254,6 +254,8 @@ VIEW_PROPS = [
     "parent_span_id",
     "trace_flags",
     "tracestate",
+    "thread_id",
+    "task_name",
     "parent",
     "start_time_ns",
     "end_time_ns",

@@ -33,6 +33,8 @@ SPAN_KEYS = [
     "busy_ns",
     "idle_ns",
     "fields",
+    "thread_id",
+    "task",
 ]
 EVENT_KEYS = [
     "type",
@@ -44,6 +46,8 @@ EVENT_KEYS = [
     "trace_id",
     "span_id",
     "fields",
+    "thread_id",
+    "task",
 ]
 
 

@@ -19,19 +19,18 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import opentelemetry.context as otel_context
 import pytest
+import requests
+from opentelemetry import trace
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-otel_context = pytest.importorskip("opentelemetry.context")
-from opentelemetry import trace  # noqa: E402
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
-    InMemorySpanExporter,
-)
-
-import pykregistry  # noqa: E402
-from pykregistry import Registry  # noqa: E402
-from pykregistry._otel_context import RuntimeContext, install  # noqa: E402
+import pykregistry
+from pykregistry import Registry
+from pykregistry.otel import RuntimeContext, install
 
 
 @pytest.fixture
@@ -312,7 +311,7 @@ def test_otel_python_context_selects_the_bridge_on_the_default_registry() -> Non
         """
         import pykregistry
         from opentelemetry import context, trace
-        from pykregistry._otel_context import RuntimeContext
+        from pykregistry.otel import RuntimeContext
         assert isinstance(context._RUNTIME_CONTEXT, RuntimeContext), context._RUNTIME_CONTEXT
         with pykregistry.span("ours") as ours:
             ctx = trace.get_current_span().get_span_context()
@@ -338,14 +337,12 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 def test_requests_instrumentation_sends_our_ids(
     reg: Registry, exporter: InMemorySpanExporter
 ) -> None:
-    requests = pytest.importorskip("requests")
-    instrumentation = pytest.importorskip("opentelemetry.instrumentation.requests")
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    instrumentor = instrumentation.RequestsInstrumentor()
+    instrumentor = RequestsInstrumentor()
     instrumentor.instrument(tracer_provider=provider)
     try:
         with reg.span("handler") as handler:
@@ -361,3 +358,19 @@ def test_requests_instrumentation_sends_our_ids(
     assert (client.context.trace_id, client.parent.span_id) == ids
     # The header the server got names the requests span, in our trace.
     assert sent == f"00-{ids[0]:032x}-{client.context.span_id:016x}-01"
+
+
+def test_r15_a_bridge_that_fails_never_raises_into_opentelemetry_callers(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pykregistry._otel_context as bridge
+
+    def broken(*args: object) -> object:
+        raise RuntimeError("no entry")
+
+    monkeypatch.setattr(bridge._native, "_otel_attach", broken)
+    monkeypatch.setattr(bridge._native, "_otel_current", broken)
+    key = otel_context.create_key("k")
+    token = otel_context.attach(otel_context.set_value(key, "v"))
+    assert otel_context.get_value(key) is None  # not attached, and no error
+    otel_context.detach(token)

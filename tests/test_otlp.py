@@ -20,13 +20,11 @@ from typing import Any
 
 import pytest
 
-from pykregistry import Level, OtlpExporter, Registry
+# The receiver decodes with opentelemetry-proto (the test extra).
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
+from opentelemetry.proto.trace.v1 import trace_pb2
 
-trace_service = pytest.importorskip(
-    "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
-    reason="the receiver decodes with opentelemetry-proto (the test extra)",
-)
-from opentelemetry.proto.trace.v1 import trace_pb2  # noqa: E402
+from pykregistry import Level, OtlpExporter, Registry
 
 ExportTraceServiceRequest = trace_service.ExportTraceServiceRequest
 ExportTraceServiceResponse = trace_service.ExportTraceServiceResponse

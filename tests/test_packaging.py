@@ -15,14 +15,17 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_license_file_is_the_mit_license_pyproject_declares() -> None:
+def test_license_files_are_the_licenses_pyproject_declares() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert text.startswith("MIT License\n\nCopyright (c) 2026 the pykregistry authors\n")
     assert 'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND' in text
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert pyproject["project"]["license"] == "MIT"
-    assert pyproject["project"]["license-files"] == ["LICENSE"]
+    # inferno (FlameGraph's SVG) is compiled in: CDDL-1.0, its text shipped.
+    assert pyproject["project"]["license"] == "MIT AND CDDL-1.0"
+    assert pyproject["project"]["license-files"] == ["LICENSE", "rust/export/LICENSE-CDDL-1.0.txt"]
+    cddl = (ROOT / "rust/export/LICENSE-CDDL-1.0.txt").read_text(encoding="utf-8")
+    assert "COMMON DEVELOPMENT AND DISTRIBUTION LICENSE" in cddl
     # PEP 639's license and license-files reach both the wheel and the sdist
     # from maturin 1.9.3 on.
     assert pyproject["build-system"]["requires"] == ["maturin>=1.9.3,<2"]
@@ -30,8 +33,10 @@ def test_license_file_is_the_mit_license_pyproject_declares() -> None:
 
 def test_installed_metadata_names_the_license() -> None:
     metadata = importlib.metadata.metadata("pykregistry")
-    assert metadata["License-Expression"] == "MIT"
-    assert "LICENSE" in (metadata.get_all("License-File") or [])
+    assert metadata["License-Expression"] == "MIT AND CDDL-1.0"
+    files = metadata.get_all("License-File") or []
+    assert "LICENSE" in files
+    assert any(f.endswith("LICENSE-CDDL-1.0.txt") for f in files)
 
 
 def test_stubtest_passes_on_the_whole_package() -> None:

@@ -20,10 +20,12 @@ Steps, each with a time bound (``--help`` lists them):
    send the spans to Phoenix's ``/v1/traces``. ``native`` sends them with
    :class:`pykregistry.OtlpExporter`; ``sdk`` through
    ``pykregistry.otel.OpenTelemetryLayer`` and the OpenTelemetry SDK's
-   ``BatchSpanProcessor`` and OTLP/HTTP exporter, when the checkout has
-   ``pykregistry.otel`` (else it is reported as not run). The ``requests``
-   span nested by the OpenTelemetry context bridge is a TODO until that
-   bridge exists, and reported as not run.
+   ``BatchSpanProcessor`` and OTLP/HTTP exporter, with the context bridge
+   installed (``pykregistry.otel.install``): there, one of our spans makes
+   a request with ``requests`` (instrumented by
+   ``opentelemetry-instrumentation-requests``) to a local ``http.server``;
+   its span must be our span's child in Phoenix, and the ``traceparent``
+   the server got must carry our trace id and the requests span's id.
 4. Read the spans back from ``GET /v1/projects/{name}/spans``, polling until
    all have arrived (ingestion is asynchronous), and check each one's name,
    trace id, parent, attributes (the span's fields), events and error
@@ -39,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -167,53 +168,102 @@ def export_sdk(base_url: str, project: str) -> list[SentSpan]:
     """Runs the demo workload through a registry whose
     ``pykregistry.otel.OpenTelemetryLayer`` hands its spans to an SDK
     ``TracerProvider`` (``BatchSpanProcessor``, ``OTLPSpanExporter`` over
-    HTTP) that sends to Phoenix under `project`; returns the spans it ended,
-    once the provider has shut down in time."""
-    # Here, not at the top: the module is optional (the otel extra), and
-    # the native run needs none of it.
+    HTTP) that sends to Phoenix under `project`, with OpenTelemetry's
+    context on the registry's stack (the bridge); then one of our spans
+    makes an instrumented ``requests`` call to a local server. Returns the
+    spans it ended (the requests span among them), once the provider has
+    shut down in time."""
+    import opentelemetry.context as otel_context
+    import requests
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from pykregistry.otel import OpenTelemetryLayer
+    from pykregistry.otel import OpenTelemetryLayer, install
 
     provider = TracerProvider(resource=Resource({"openinference.project.name": project}))
     exporter = OTLPSpanExporter(endpoint=f"{base_url}/v1/traces", timeout=EXPORT_TIMEOUT)
     provider.add_span_processor(BatchSpanProcessor(exporter))
+    # Every span the provider ends, ours (through the layer) and the
+    # requests instrumentation's, to find the latter.
+    theirs = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(theirs))
     log = SpanLog()
     registry = Registry(layers=[log])
     registry.add_layer(OpenTelemetryLayer(tracer_provider=provider, registry=registry))
-    demo_workload(registry)
+    before = otel_context._RUNTIME_CONTEXT  # type: ignore[attr-defined]
+    install(registry)
+    instrumentor = RequestsInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        demo_workload(registry)
+        with _header_echo() as url, registry.span("e2e.request", url=url):
+            header = requests.get(url, timeout=EXPORT_TIMEOUT).text
+    finally:
+        instrumentor.uninstrument()
+        otel_context._RUNTIME_CONTEXT = before  # type: ignore[attr-defined]
     flushed = provider.force_flush(int(EXPORT_TIMEOUT * 1000))
     provider.shutdown()
     if not flushed:
         raise E2EError(f"sdk export to {base_url}/v1/traces: not flushed in {EXPORT_TIMEOUT} s")
-    return log.spans
+    fetch = next(s for s in log.spans if s.name == "e2e.request")
+    (request,) = [
+        s
+        for s in theirs.get_finished_spans()
+        if s.instrumentation_scope is not None and "requests" in s.instrumentation_scope.name
+    ]
+    sent = SentSpan(
+        span_id=f"{request.context.span_id:016x}",
+        trace_id=f"{request.context.trace_id:032x}",
+        parent_span_id=(None if request.parent is None else f"{request.parent.span_id:016x}"),
+        name=request.name,
+        fields={},
+    )
+    if (sent.trace_id, sent.parent_span_id) != (fetch.trace_id, fetch.span_id):
+        raise E2EError(f"the requests span {sent} is not a child of our span {fetch}")
+    if header != f"00-{fetch.trace_id}-{sent.span_id}-01":
+        raise E2EError(f"the server got traceparent {header!r}, not our trace and request span")
+    print(f"run sdk: requests span {sent.span_id} under our span, traceparent {header}")
+    return [*log.spans, sent]
 
 
-# TODO(otel context bridge): a `requests` span (opentelemetry-instrumentation-
-# requests) made inside one of ours against a local http.server, whose
-# parent in Phoenix must be our span and whose `traceparent` header the
-# server must see carrying our ids. It needs pykregistry.otel's context
-# bridge (OTEL_PYTHON_CONTEXT=pykregistry, pykregistry.otel.install()), which
-# does not exist yet; add it as a check of the "sdk" run, not a run of its own.
+@contextlib.contextmanager
+def _header_echo() -> Iterator[str]:
+    """A local ``http.server`` on 127.0.0.1 that answers with the
+    ``traceparent`` header it got; its URL."""
+    import http.server
+    import threading
 
-RUNS: dict[str, Callable[[str, str], list[SentSpan]]] = {"native": export_native}
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = (self.headers.get("traceparent") or "").encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((HOST, 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+RUNS: dict[str, Callable[[str, str], list[SentSpan]]] = {
+    "native": export_native,
+    "sdk": export_sdk,
+}
 """Run name → function sending the workload to Phoenix (base URL, project).
 Each run has a project of its own, ``pykregistry-<run name>``."""
-
-NOT_RUN = {
-    "requests span": "TODO(otel context bridge): needs pykregistry.otel's context bridge",
-}
-
-# pykregistry.otel is on its way (branch otel-layer): run through the SDK
-# once the module is there. Once it is, its absence is no reason to skip,
-# and an import error of it or of the SDK fails the run.
-if importlib.util.find_spec("pykregistry.otel") is not None:
-    RUNS["sdk"] = export_sdk
-else:
-    NOT_RUN["sdk"] = "pykregistry.otel is not in this checkout yet"
 
 
 # === checking what Phoenix holds ===
@@ -509,8 +559,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         failures.append(f"run {run}: {e}")
         except E2EError as e:
             failures.append(str(e))
-    for run, why in NOT_RUN.items():
-        print(f"run {run}: not run ({why})")
     print(f"total: {time.monotonic() - started:.1f} s")
     if failures:
         print("FAILED:", *failures, sep="\n  ", file=sys.stderr)

@@ -10,14 +10,22 @@
 //! - [`Exporter`]: a bounded queue, one background thread that batches,
 //!   encodes and POSTs to the collector, retrying with backoff; it never
 //!   blocks the thread that hands it spans.
+//! - Pictures: [`timeline`] (busy intervals per thread or task, always
+//!   nested), [`chrome`] (the Chrome trace event format Perfetto opens) and
+//!   [`flame`] (folded stacks of self time, SVG by `inferno`), with
+//!   streaming conversions of a `JsonLines` file ([`jsonl`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod chrome;
 mod config;
 mod exporter;
+pub mod flame;
+pub mod jsonl;
 pub mod otlp;
 mod record;
+pub mod timeline;
 
 pub use config::{parse_key_values, Config};
 pub use exporter::{Counts, Exporter};

@@ -56,7 +56,7 @@ use pyo3::prelude::*;
 
 use crate::errors::RegistryError;
 use crate::gil::GilCell;
-use crate::layers::{release, Core};
+use crate::layers::{release, Core, Interval};
 use crate::stack_var::{self, context_address};
 
 /// The entry holds one reference on its span.
@@ -352,18 +352,28 @@ impl Entry {
             let now = self.flags.load(Ordering::Relaxed);
             self.flags.store(now & !HELD, Ordering::Relaxed);
         }
-        let_go(&self.core, self.id, self.span_id, flags);
+        let_go(&self.core, self.id, self.span_id, flags, self.owner.serial);
     }
 }
 
 /// What an entry of span `id` (by identity, `span_id`) with `flags` gives
 /// up as it stops counting: see [`Entry::let_go`].
-fn let_go(core: &Core, id: Id, span_id: u64, flags: u8) {
+fn let_go(core: &Core, id: Id, span_id: u64, flags: u8, owner: u64) {
     let held = flags & HELD != 0;
     match core.get(id) {
         Some(span) if span.span_id() == span_id => {
             let ext = span.ext();
             ext.on_exit();
+            let hooks = core.hooks();
+            if hooks.wants_intervals() {
+                hooks.exit_interval(Interval {
+                    core,
+                    id,
+                    span: &span,
+                    owner,
+                    at: crate::ext::wall(crate::ext::now()),
+                });
+            }
             if held {
                 ext.unclaim(flags & PRIMARY != 0);
                 // The reference this entry held: released through the same
@@ -457,6 +467,12 @@ impl Entry {
 /// pushes nothing. Returns the entry, for the guard that exits it.
 pub(crate) fn enter<'py>(py: Python<'py>, core: &Core, id: Id) -> PyResult<Bound<'py, Entry>> {
     let owner = Owner::calling(py)?;
+    let serial = owner.serial;
+    // Python code runs to find the track: before the span is looked up.
+    let track = core
+        .hooks()
+        .wants_intervals()
+        .then(|| crate::tracks::current(py));
     let (flags, span_id, trace_id) = {
         // One lookup takes the reference a first entry holds; a duplicate
         // (rare) gives it back.
@@ -476,6 +492,18 @@ pub(crate) fn enter<'py>(py: Python<'py>, core: &Core, id: Id) -> PyResult<Bound
             HELD | if ext.claim(owner.serial) { PRIMARY } else { 0 }
         };
         ext.on_enter();
+        if let Some(track) = &track {
+            core.hooks().enter_interval(
+                Interval {
+                    core,
+                    id,
+                    span: &span,
+                    owner: serial,
+                    at: crate::ext::wall(crate::ext::now()),
+                },
+                track,
+            );
+        }
         let identity = (flags, span.span_id(), span.trace_id());
         drop(span);
         if duplicate {
@@ -502,7 +530,7 @@ pub(crate) fn enter<'py>(py: Python<'py>, core: &Core, id: Id) -> PyResult<Bound
         Ok(entry) => entry,
         Err(e) => {
             // Undo what the entry would have held.
-            let_go(core, id, span_id, flags);
+            let_go(core, id, span_id, flags, serial);
             return Err(e);
         }
     };

@@ -88,6 +88,11 @@ pub(crate) struct SpanExt {
     pub(crate) scope: Option<Level>,
     /// The span's place among its registry's open spans (`live`).
     pub(crate) live_at: u32,
+    /// `threading.get_ident()` of the thread that made the span.
+    pub(crate) thread_id: u64,
+    /// The name of the asyncio task that made it, when a layer that needs
+    /// it was attached (see `tracks`).
+    pub(crate) task: Option<std::sync::Arc<str>>,
 }
 
 impl Default for SpanExt {
@@ -104,6 +109,8 @@ impl Default for SpanExt {
             extensions: PyOnceLock::new(),
             scope: None,
             live_at: crate::live::NOWHERE,
+            thread_id: 0,
+            task: None,
         }
     }
 }
@@ -120,9 +127,17 @@ pub(crate) struct Timings {
 
 impl SpanExt {
     /// Called with exclusive access when the span is created. `scope` is the
-    /// span-directive level its subtree inherits.
-    pub(crate) fn start(&mut self, scope: Option<Level>) {
+    /// span-directive level its subtree inherits; `thread_id` and `task`
+    /// where it is made.
+    pub(crate) fn start(
+        &mut self,
+        scope: Option<Level>,
+        thread_id: u64,
+        task: Option<std::sync::Arc<str>>,
+    ) {
         self.scope = scope;
+        self.thread_id = thread_id;
+        self.task = task;
         let t = now();
         self.created = t;
         *self.last.get_mut() = t;

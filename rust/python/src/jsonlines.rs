@@ -71,6 +71,17 @@ impl Sink for JsonSink {
     fn write_event(&self, py: Python<'_>, event: &Event) {
         self.line_of_event(py, event);
     }
+
+    /// Span lines say which task made the span.
+    fn wants_tracks(&self) -> bool {
+        true
+    }
+}
+
+/// How many forks led to this process: a sink made with another count is
+/// a parent's, and writes nothing here.
+pub(crate) fn forks() -> u64 {
+    FORKS.load(Ordering::Relaxed)
 }
 
 /// A layer that writes each span at its end, and each event, as one JSON
@@ -156,6 +167,10 @@ impl JsonSink {
         push_u64(&mut line, timings.idle_ns);
         line.extend_from_slice(b",\"fields\":");
         push_fields(&mut line, &span.lock_fields());
+        line.extend_from_slice(b",\"thread_id\":");
+        push_u64(&mut line, span.ext().thread_id);
+        line.extend_from_slice(b",\"task\":");
+        push_task(&mut line, span.ext().task.as_deref());
         line.extend_from_slice(b"}\n");
         self.write_line(&line);
     }
@@ -182,6 +197,11 @@ impl JsonSink {
         push_hex(&mut line, event.trace.map(|t| t.span_id.into()), 16);
         line.extend_from_slice(b",\"fields\":");
         push_fields(&mut line, &event.fields);
+        let track = crate::tracks::current(py);
+        line.extend_from_slice(b",\"thread_id\":");
+        push_u64(&mut line, crate::tracks::thread_ident());
+        line.extend_from_slice(b",\"task\":");
+        push_task(&mut line, track.task.as_deref());
         line.extend_from_slice(b"}\n");
         self.write_line(&line);
     }
@@ -247,7 +267,7 @@ impl Drop for JsonSink {
 /// `OSError(errno, strerror, filename)`, which Python turns into the
 /// matching subclass (`FileNotFoundError`, `PermissionError`, ...), as
 /// `open()` raises it.
-fn os_error(err: &std::io::Error, path: &std::path::Path) -> PyErr {
+pub(crate) fn os_error(err: &std::io::Error, path: &std::path::Path) -> PyErr {
     let message = err.to_string();
     // Without " (os error N)": that is what `errno` says.
     let strerror = message
@@ -283,6 +303,13 @@ fn push_hex(line: &mut Vec<u8>, id: Option<u128>, digits: usize) {
     }
 }
 
+fn push_task(line: &mut Vec<u8>, task: Option<&str>) {
+    match task {
+        Some(task) => push_str(line, task),
+        None => line.extend_from_slice(b"null"),
+    }
+}
+
 fn push_str(line: &mut Vec<u8>, s: &str) {
     // Writing to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *line, s);
@@ -298,7 +325,7 @@ fn push_level(line: &mut Vec<u8>, level: Level) {
 /// hexadecimal, past Python's decimal limit, as `"0x..."` strings), floats
 /// that JSON cannot write (NaN, infinities) as `null`, lone surrogates as
 /// `\uXXXX` escapes, arrays as arrays.
-fn push_fields(line: &mut Vec<u8>, fields: &Fields) {
+pub(crate) fn push_fields(line: &mut Vec<u8>, fields: &Fields) {
     line.push(b'{');
     for (i, (name, value)) in fields.iter().enumerate() {
         if i > 0 {

@@ -23,6 +23,7 @@ use pyo3::{BoundObject, PyTraverseError, PyVisit};
 use crate::event::Event;
 use crate::ext::SpanExt;
 use crate::live::Live;
+use crate::tracks::Track;
 
 /// The core registry as the bindings use it: its hooks are the layers.
 pub(crate) type Core = pykregistry_core::Registry<Layers>;
@@ -50,6 +51,39 @@ pub(crate) trait Sink: Send + Sync {
     fn write_follows_from(&self, span: &SpanData<SpanExt>, follows: TraceParent) {
         let _ = (span, follows);
     }
+    /// Whether it needs each span's task (`SpanExt::task`) and the
+    /// calling track of events: the current task is looked up only then.
+    fn wants_tracks(&self) -> bool {
+        false
+    }
+    /// Whether it draws busy intervals: [`Sink::enter`] and [`Sink::exit`]
+    /// are called only then.
+    fn wants_intervals(&self) -> bool {
+        false
+    }
+    /// R5: context `owner` entered span `id` on `track`, at `at` (ns since
+    /// the epoch).
+    fn enter(&self, interval: Interval<'_>, track: &Track) {
+        let _ = (interval, track);
+    }
+    /// The entry of span `id` that context `owner` made stopped counting
+    /// (exited, or its context ended, R11), at `at`.
+    fn exit(&self, interval: Interval<'_>) {
+        let _ = interval;
+    }
+}
+
+/// A span's busy interval starting or ending, as [`Sink::enter`] and
+/// [`Sink::exit`] see it.
+#[derive(Clone, Copy)]
+pub(crate) struct Interval<'a> {
+    pub(crate) core: &'a Core,
+    pub(crate) id: Id,
+    pub(crate) span: &'a SpanData<SpanExt>,
+    /// The serial of the context that made the entry.
+    pub(crate) owner: u64,
+    /// Wall-clock time, ns since the epoch.
+    pub(crate) at: u64,
 }
 
 /// The lifecycle steps a layer can hook.
@@ -95,6 +129,9 @@ pub(crate) struct Layers {
     /// Whether `sinks` has any sink, and any that writes events.
     sinks_on: AtomicBool,
     sink_events: AtomicBool,
+    /// Whether any sink wants tracks, and any draws busy intervals.
+    tracks_on: AtomicBool,
+    intervals_on: AtomicBool,
     /// The registry's open spans.
     live: Live,
     /// The registry these are the hooks of ([`Layers::bind`]): what a
@@ -126,6 +163,12 @@ impl Layers {
             let mut next: Vec<Arc<dyn Sink>> = sinks.iter().cloned().collect();
             if sink.writes_events() {
                 self.sink_events.store(true, Ordering::Release);
+            }
+            if sink.wants_tracks() {
+                self.tracks_on.store(true, Ordering::Release);
+            }
+            if sink.wants_intervals() {
+                self.intervals_on.store(true, Ordering::Release);
             }
             next.push(sink);
             *sinks = Arc::new(next);
@@ -181,6 +224,8 @@ impl Layers {
         }
         self.sinks_on.store(false, Ordering::Release);
         self.sink_events.store(false, Ordering::Release);
+        self.tracks_on.store(false, Ordering::Release);
+        self.intervals_on.store(false, Ordering::Release);
         std::mem::take(&mut *self.sinks.write().unwrap_or_else(PoisonError::into_inner));
         // Dropped with the lock released: a layer's `__del__` may add one.
         drop(old);
@@ -210,6 +255,34 @@ impl Layers {
     #[inline]
     pub(crate) fn sinks_want_events(&self) -> bool {
         self.sink_events.load(Ordering::Acquire)
+    }
+
+    /// Whether a built-in layer needs tracks (see [`Sink::wants_tracks`]).
+    #[inline]
+    pub(crate) fn wants_tracks(&self) -> bool {
+        self.tracks_on.load(Ordering::Acquire)
+    }
+
+    /// Whether a built-in layer draws busy intervals.
+    #[inline]
+    pub(crate) fn wants_intervals(&self) -> bool {
+        self.intervals_on.load(Ordering::Acquire)
+    }
+
+    /// R5: a busy interval starts on `track`: the sinks that draw them see it.
+    pub(crate) fn enter_interval(&self, interval: Interval<'_>, track: &Track) {
+        let sinks = Arc::clone(&self.sinks.read().unwrap_or_else(PoisonError::into_inner));
+        for sink in sinks.iter().filter(|s| s.wants_intervals()) {
+            sink.enter(interval, track);
+        }
+    }
+
+    /// A busy interval ends.
+    pub(crate) fn exit_interval(&self, interval: Interval<'_>) {
+        let sinks = Arc::clone(&self.sinks.read().unwrap_or_else(PoisonError::into_inner));
+        for sink in sinks.iter().filter(|s| s.wants_intervals()) {
+            sink.exit(interval);
+        }
     }
 
     /// Hands an event to the built-in layers that write events.

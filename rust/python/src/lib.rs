@@ -19,6 +19,7 @@ mod jsonlines;
 mod layers;
 mod live;
 mod otlp;
+mod pictures;
 mod propagation;
 mod registries;
 mod registry;
@@ -26,6 +27,7 @@ mod registry_api;
 mod span;
 mod span_ref;
 mod stack_var;
+mod tracks;
 
 use pyo3::prelude::*;
 
@@ -62,6 +64,11 @@ mod _native {
     use crate::jsonlines::{_flush_json_lines, _json_lines_forked, JsonLines};
     #[pymodule_export]
     use crate::otlp::{_otlp_forked, _shutdown_otlp_exporters, OtlpExporter};
+    #[pymodule_export]
+    use crate::pictures::{
+        _close_pictures, _flush_pictures, _jsonl_to_chrome, _jsonl_to_flamegraph, ChromeTrace,
+        FlameGraph,
+    };
     #[pymodule_export]
     use crate::propagation::RemoteParent;
     #[pymodule_export]
@@ -102,6 +109,11 @@ mod _native {
         atexit
             .getattr("register")?
             .call1((m.getattr("_shutdown_otlp_exporters")?,))?;
+        // Pictures are finished (their documents completed) after open
+        // spans close, so registered before that.
+        atexit
+            .getattr("register")?
+            .call1((m.getattr("_close_pictures")?,))?;
         // Registered after the flush, so it runs before it (R15): spans
         // still open at exit end and close, leaves first, and are written.
         atexit
@@ -112,6 +124,11 @@ mod _native {
             let kwargs = pyo3::types::PyDict::new(py);
             kwargs.set_item("before", &flush)?;
             kwargs.set_item("after_in_child", m.getattr("_json_lines_forked")?)?;
+            register_at_fork.call((), Some(&kwargs))?;
+            // Pictures write out what they hold; in a child they stop
+            // (through the same fork count as `JsonLines`).
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item("before", m.getattr("_flush_pictures")?)?;
             register_at_fork.call((), Some(&kwargs))?;
             // A child never sends its parent's spans.
             let kwargs = pyo3::types::PyDict::new(py);

@@ -229,10 +229,16 @@ impl PyRegistry {
             foreign_parent: contextual.foreign.as_ref(),
         };
         let live = self.core.hooks().live();
+        let thread_id = crate::tracks::thread_ident();
+        let task = if self.core.hooks().wants_tracks() {
+            crate::tracks::current(py).task
+        } else {
+            None
+        };
         let at = live.reserve();
         let made = self.core.new_span(&attrs, parent, move |f, ext| {
             *f = fields;
-            ext.start(scope);
+            ext.start(scope, thread_id, task);
             ext.live_at = at;
         });
         let id = match made {

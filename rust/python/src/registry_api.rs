@@ -27,6 +27,12 @@ fn sink_of(layer: &Bound<'_, PyAny>) -> Option<std::sync::Arc<dyn Sink>> {
     if let Ok(otlp) = layer.cast::<crate::otlp::OtlpExporter>() {
         return Some(otlp.get().sink.clone());
     }
+    if let Ok(chrome) = layer.cast::<crate::pictures::ChromeTrace>() {
+        return Some(chrome.get().sink.clone());
+    }
+    if let Ok(flame) = layer.cast::<crate::pictures::FlameGraph>() {
+        return Some(flame.get().sink.clone());
+    }
     let json = layer.cast::<crate::jsonlines::JsonLines>().ok()?;
     Some(json.get().sink.clone())
 }

@@ -117,6 +117,19 @@ impl SpanRef {
         self.with(|s| s.tracestate().map(|t| t.to_string()))
     }
 
+    /// `threading.get_ident()` of the thread that made the span.
+    #[getter]
+    fn thread_id(&self) -> PyResult<u64> {
+        self.with(|s| s.ext().thread_id)
+    }
+
+    /// The name of the asyncio task that made the span, if a layer that
+    /// needs it (`ChromeTrace`, `FlameGraph`, `JsonLines`) was attached.
+    #[getter]
+    fn task_name(&self) -> PyResult<Option<String>> {
+        self.with(|s| s.ext().task.as_deref().map(str::to_owned))
+    }
+
     #[getter]
     fn parent(&self) -> PyResult<Option<SpanRef>> {
         Ok(self
