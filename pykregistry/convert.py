@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -179,15 +179,14 @@ def perfetto(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace, command: str, function: str, suffix: str) -> int:
     """Runs the native streaming converter ``function`` of
-    ``pykregistry._native``: ``function(src, dst, progress=None)``, which
-    calls ``progress(bytes read, bytes in all)`` as it goes, returns the bad
-    lines as ``(line number, cause)`` pairs (empty when there is none) and
-    raises ``OSError`` for a file it cannot read or write."""
+    ``pykregistry._native``: ``function(src, dst, progress=None)`` calls
+    ``progress(bytes read)`` about every MiB, returns ``{"errors": [(line
+    number, cause)], "error_count", ...}`` (the first 1,000 bad lines, and
+    how many in all) and raises ``OSError`` for a file it cannot read or
+    write."""
     src = args.file
     dst = args.output or str(Path(src).with_suffix(suffix))
-    converter: Callable[..., Iterable[tuple[int, str]] | None] | None = getattr(
-        _native, function, None
-    )
+    converter: Callable[..., Mapping[str, Any]] | None = getattr(_native, function, None)
     if converter is None:
         print(
             f"pykregistry {command}: this build of pykregistry cannot convert traces "
@@ -204,18 +203,19 @@ def _convert(args: argparse.Namespace, command: str, function: str, suffix: str)
         print(f"pykregistry {command}: {dst} is the trace itself: give another -o", file=sys.stderr)
         return 2
     bar = ProgressBar(f"{command} {Path(src).name}", size)
-    bad = _BadLines(command, src, bar)
     try:
-        found = converter(src, dst, progress=lambda done, _total: bar.update(done))
+        report = converter(src, dst, progress=bar.update if bar.enabled else None)
     except OSError as e:
         bar.close()
-        which = e.filename if e.filename else f"{src} or {dst}"
+        which = os.fsdecode(e.filename) if e.filename else f"{src} or {dst}"
         print(f"pykregistry {command}: cannot convert {which}: {os_reason(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         bar.close()
         return 130
     bar.close()
-    for number, message in found or ():
+    bad = _BadLines(command, src, bar)
+    for number, message in report.get("errors", ()):
         bad(number, message)
+    bad.count = max(bad.count, int(report.get("error_count", 0)))
     return bad.summary(f"{dst} was written")

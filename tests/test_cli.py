@@ -816,13 +816,23 @@ def test_progress_bar_on_a_terminal(big_trace: Path, tmp_path: Path) -> None:
 # build has it.
 
 
-def fake_converter(calls: list[tuple[str, str]], bad: list[tuple[int, str]]) -> Any:
-    def convert(src: str, dst: str, progress: Any = None) -> list[tuple[int, str]]:
+def fake_converter(calls: list[tuple[str, str]], bad: list[tuple[int, str]], count: int) -> Any:
+    """A stand-in for the native converters: it writes ``dst``, reports
+    progress once, and returns what they return."""
+
+    def convert(src: str, dst: str, /, progress: Any = None) -> dict[str, Any]:
         calls.append((src, dst))
         Path(dst).write_text("converted")
         if progress is not None:
-            progress(10, 20)
-        return bad
+            progress(10)
+        return {
+            "lines": 1,
+            "spans": 0,
+            "events": 0,
+            "bytes": 3,
+            "errors": bad,
+            "error_count": count,
+        }
 
     return convert
 
@@ -844,13 +854,15 @@ def test_convert_commands_run_the_native_converter(
     src = tmp_path / "t.jsonl"
     src.write_text("{}\n")
     calls: list[tuple[str, str]] = []
-    monkeypatch.setattr(_native, function, fake_converter(calls, []), raising=False)
+    monkeypatch.setattr(_native, function, fake_converter(calls, [], 0), raising=False)
     assert main([command, str(src)]) == 0
     assert calls == [(str(src), str(tmp_path / f"t{suffix}"))]
     assert capsys.readouterr() == ("", "")
     # Bad lines: reported with their numbers, the output still written.
+    # Bad lines: reported with their numbers (the first 20 of those the
+    # converter kept), counted, the output still written.
     bad = [(3, "not JSON: Expecting value (column 1)"), (9, "cut short")]
-    monkeypatch.setattr(_native, function, fake_converter(calls, bad), raising=False)
+    monkeypatch.setattr(_native, function, fake_converter(calls, bad, 2), raising=False)
     assert main([command, str(src), "-o", str(tmp_path / "x")]) == 1
     assert (tmp_path / "x").read_text() == "converted"
     assert capsys.readouterr().err == (
@@ -859,9 +871,18 @@ def test_convert_commands_run_the_native_converter(
         f"pykregistry {command}: {src}: 2 bad lines left out; {tmp_path / 'x'} was written "
         "from the rest\n"
     )
+    many = [(n, "not JSON") for n in range(1, 1001)]
+    monkeypatch.setattr(_native, function, fake_converter(calls, many, 5000), raising=False)
+    assert main([command, str(src), "-o", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 21
+    assert err[-1] == (
+        f"pykregistry {command}: {src}: 5000 bad lines left out (4980 not shown); "
+        f"{tmp_path / 'x'} was written from the rest"
+    )
 
     # A file it cannot write: the file and the cause.
-    def refuses(src: str, dst: str, progress: Any = None) -> None:
+    def refuses(src: str, dst: str, /, progress: Any = None) -> None:
         raise PermissionError(13, "Permission denied", dst)
 
     monkeypatch.setattr(_native, function, refuses, raising=False)
