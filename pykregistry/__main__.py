@@ -1,4 +1,11 @@
-"""The command line: ``python -m pykregistry COMMAND``.
+"""The command line: ``python -m pykregistry COMMAND``, or ``pykregistry
+COMMAND`` where the package is installed.
+
+``run`` runs a Python program with the default registry writing its spans
+as JSON lines, a Perfetto trace, a flame graph, to an OpenTelemetry
+collector or as a tree (:mod:`pykregistry.runner`). ``tree``, ``flamegraph``
+and ``perfetto`` draw or convert a trace recorded as JSON lines, streaming
+(:mod:`pykregistry.convert`).
 
 ``demo`` runs a short instrumented workload — nested spans with fields, two
 threads, two asyncio tasks, an exception caught inside a span, a child
@@ -16,14 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from pykregistry import JsonLines, Level, Registry, Span, inject
+from pykregistry import JsonLines, Level, Registry, Span, convert, inject, runner
 from pykregistry import bench as bench_module
+from pykregistry.runner import can_encode, os_reason
 from pykregistry.tree import TreeRecorder, render_tree
 
 __all__ = ["main"]
@@ -31,12 +38,63 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line with ``argv`` (default: ``sys.argv[1:]``) and
-    returns the exit status."""
+    returns the exit status; ``run`` lets the program's ``SystemExit``
+    through."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    program: list[str] | None = None
+    if argv[:1] == ["run"]:
+        # What follows the program's name is the program's, options or not.
+        options, program = runner.split_arguments(argv[1:])
+        argv = ["run", *options]
     parser = argparse.ArgumentParser(
-        prog="python -m pykregistry",
+        prog=_program_name(),
         description="pykregistry: a span registry for Python with a lock-free Rust core.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="run a Python program, writing its spans where the options say",
+        description=(
+            "Run a Python script, or a module as python -m does, with the default registry "
+            "writing its spans where the options say. sys.argv, __main__ and the exit status "
+            "are the program's own. Everything after the program's name is its own argument."
+        ),
+        usage=runner.USAGE,
+        allow_abbrev=False,
+    )
+    runner.add_arguments(run)
+    run.set_defaults(run=runner.run)
+    tree = commands.add_parser(
+        "tree",
+        help="draw the span trees of a trace recorded as JSON lines",
+        description=(
+            "Draw the span trees of a trace recorded as JSON lines (JsonLines, run --jsonl), "
+            "with durations, each tree as soon as its root has been read. Bad lines are "
+            "reported as FILE:LINE and left out (exit status 1)."
+        ),
+    )
+    convert.add_tree_arguments(tree)
+    tree.set_defaults(run=convert.tree)
+    flamegraph = commands.add_parser(
+        "flamegraph",
+        help="convert a trace recorded as JSON lines to a flame graph (SVG)",
+        description=(
+            "Write the flame graph of self busy time of a trace recorded as JSON lines, as an "
+            "interactive SVG (or folded stacks, for an OUT ending in .folded), streaming."
+        ),
+    )
+    convert.add_convert_arguments(flamegraph, ".svg")
+    flamegraph.set_defaults(run=convert.flamegraph)
+    perfetto = commands.add_parser(
+        "perfetto",
+        help="convert a trace recorded as JSON lines to a Chrome trace for Perfetto",
+        description=(
+            "Write a trace recorded as JSON lines as a Chrome trace (JSON), which Perfetto "
+            "(ui.perfetto.dev) and chrome://tracing open, streaming."
+        ),
+    )
+    convert.add_convert_arguments(perfetto, ".json")
+    perfetto.set_defaults(run=convert.perfetto)
     demo = commands.add_parser(
         "demo",
         help="run an instrumented workload and print its span tree",
@@ -62,8 +120,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.set_defaults(run=bench_module.run)
     bench_module.add_arguments(bench)
     args = parser.parse_args(argv)
-    run: Callable[[argparse.Namespace], int] = args.run
-    return run(args)
+    if program is not None:
+        args.program = program
+    command: Callable[[argparse.Namespace], int] = args.run
+    return command(args)
+
+
+def _program_name() -> str:
+    """``pykregistry`` when run as the console script, else ``python -m
+    pykregistry``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "pykregistry" if name in ("pykregistry", "pykregistry.exe") else "python -m pykregistry"
 
 
 # === demo ===
@@ -90,7 +157,7 @@ def _demo(args: argparse.Namespace) -> int:
             return _cannot_write(args.jsonl, e)
 
     spans, events = recorder.spans, recorder.events
-    ascii_only = args.ascii or not _can_encode("└├│•")
+    ascii_only = args.ascii or not can_encode(sys.stdout, "└├│•✗µ")
     print(f"pykregistry demo: {len(spans)} spans, {len(events)} event, recorded by a TreeRecorder")
     print()
     print(render_tree(spans, events, show_ids=args.ids, ascii_only=ascii_only))
@@ -215,26 +282,8 @@ def _child_process(registry: Registry) -> None:
 
 
 def _cannot_write(path: str, error: OSError) -> int:
-    print(f"pykregistry: cannot write {path}: {_reason(error)}", file=sys.stderr)
+    print(f"pykregistry: cannot write {path}: {os_reason(error)}", file=sys.stderr)
     return 1
-
-
-def _reason(error: OSError) -> str:
-    """The system's words for `error`: its strerror, or, for an error that
-    carries only a message ending in Rust's ``(os error N)``, those of
-    errno N."""
-    if error.strerror:
-        return error.strerror
-    found = re.search(r"\(os error (\d+)\)$", str(error))
-    return os.strerror(int(found[1])) if found else str(error)
-
-
-def _can_encode(text: str) -> bool:
-    try:
-        text.encode(sys.stdout.encoding or "ascii")
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
 
 
 def _run_from_command_line() -> int:

@@ -41,6 +41,20 @@ def default_registry() -> Registry:
     return _DEFAULT
 
 
+def set_default_filter(directives: str) -> Registry:
+    """For ``pykregistry run --filter``: makes the default registry again
+    with the filter ``directives``, as if ``PYKREGISTRY_FILTER`` had said
+    so at import, and sets ``PYKREGISTRY_FILTER`` for child processes. Meant
+    to be called before any span is made on the default registry (the old
+    one keeps those it has). ``ValueError`` for malformed directives, and
+    then nothing changes."""
+    global _DEFAULT
+    registry = Registry(filter=directives)
+    os.environ["PYKREGISTRY_FILTER"] = directives
+    _DEFAULT = registry
+    return registry
+
+
 instrument: Callable[..., Any] | None = None
 """``pykregistry.instrument``, which ``Registry.instrument`` calls with
 ``registry=self``. Set by :mod:`pykregistry.instrumentation` when it is

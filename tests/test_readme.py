@@ -8,7 +8,9 @@ The rules, the same on every page (``README.md`` and ``docs/**/*.md``):
 - every ``python`` block runs, in a fresh interpreter in an empty directory;
 - a ``python`` block followed by a line that says exactly ``prints`` and a
   ``text`` block must print exactly that text (``prints (times vary)`` and
-  other wordings show output without comparing it);
+  other wordings show output without comparing it), except that a duration
+  as a span tree shows it (``1.2 ms``, and ``(busy ..., idle ...)`` after
+  it or not) stands for any duration;
 - a block written as several files (it has a ``# conftest.py`` line) is not
   run here: tests/test_testing.py checks the code it stands for.
 """
@@ -30,6 +32,18 @@ PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 BLOCK = re.compile(
     r"```python\n(?P<code>.*?)```(?:\n\n(?P<says>[^\n`]*)\n\n```text\n(?P<out>.*?)```)?", re.S
 )
+# A duration as pykregistry.tree.format_duration writes it, with the busy
+# and idle times that the tree adds when a span waited: times vary from run
+# to run, so one stands for any.
+DURATION = re.compile(
+    r"\b\d+(?:\.\d+)? (?:ns|µs|us|ms|s|min|h)(?: \(busy [^,()]+, idle [^,()]+\))?(?=  |$)", re.M
+)
+
+
+def any_duration(text: str) -> str:
+    return DURATION.sub("<duration>", text)
+
+
 # Blocks that stand for several files (# app/db.py, # conftest.py) are
 # checked by tests/test_testing.py.
 SEVERAL_FILES = "# conftest.py"
@@ -133,7 +147,16 @@ def test_readme_example_runs_and_prints_what_it_shows(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     if says == "prints" and out is not None:
-        assert done.stdout == out
+        assert any_duration(done.stdout) == any_duration(out)
+
+
+def test_a_duration_stands_for_any() -> None:
+    shown = "request  1.2 ms  app INFO\n└── db  340 µs (busy 1 µs, idle 339 µs)  app INFO  n=5"
+    printed = "request  2.01 s  app INFO\n└── db  850 ns  app INFO  n=5"
+    assert any_duration(shown) == any_duration(printed)
+    # Nothing else: not a field's value, not a span without a duration.
+    assert any_duration("x  1.2 ms  app INFO  n=5") != any_duration("x  1.2 ms  app INFO  n=6")
+    assert any_duration("x  1.2 ms  app INFO") != any_duration("x  app INFO")
 
 
 # The API reference shows the docstrings, examples included: those run too.
