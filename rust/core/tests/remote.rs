@@ -190,3 +190,72 @@ fn many_remote_roots_keep_their_own_tracestate() {
     }
     assert!(registry.is_empty());
 }
+
+/// A span made under a foreign parent (another tracer's span, current above
+/// the registry's current span: the bindings' OpenTelemetry bridge) keeps
+/// its registry parent, and takes the foreign span as its parent in the
+/// trace, with its flags and `tracestate`; its children inherit them. An
+/// explicit parent wins.
+#[test]
+fn a_foreign_parent_is_the_trace_parent_and_keeps_the_registry_parent() {
+    let registry = Registry::new();
+    let with = |foreign| Attrs {
+        foreign_parent: foreign,
+        ..attrs("s")
+    };
+    let outer = registry
+        .new_span(&with(None), Parent::Root, |_, ()| {})
+        .unwrap();
+    let (outer_trace, outer_span) = {
+        let v = registry.get(outer).unwrap();
+        (v.trace_id(), v.span_id())
+    };
+    let foreign = RemoteParent {
+        trace_parent: TraceParent {
+            trace_id: 7,
+            span_id: 9,
+        },
+        trace_flags: 0,
+        tracestate: Some("vendor=x".into()),
+    };
+    let inner = registry
+        .new_span(
+            &with(Some(&foreign)),
+            Parent::Contextual(Some(outer)),
+            |_, ()| {},
+        )
+        .unwrap();
+    let view = registry.get(inner).unwrap();
+    assert_eq!(view.parent().map(|p| p.id()), Some(outer));
+    assert_eq!((view.trace_id(), view.parent_span_id()), (7, Some(9)));
+    assert_eq!(view.trace_flags(), 0);
+    assert_eq!(view.tracestate().as_deref(), Some("vendor=x"));
+    let child = registry
+        .new_span(&with(None), Parent::Explicit(inner), |_, ()| {})
+        .unwrap();
+    let child = registry.get(child).unwrap();
+    assert_eq!((child.trace_id(), child.trace_flags()), (7, 0));
+    assert_eq!(child.tracestate().as_deref(), Some("vendor=x"));
+    // No tracestate on the foreign parent: none, not an ancestor's.
+    let bare = RemoteParent {
+        tracestate: None,
+        ..foreign.clone()
+    };
+    let under_bare = registry
+        .new_span(
+            &with(Some(&bare)),
+            Parent::Contextual(Some(inner)),
+            |_, ()| {},
+        )
+        .unwrap();
+    assert_eq!(registry.get(under_bare).unwrap().tracestate(), None);
+    // An explicit parent wins over a foreign one.
+    let explicit = registry
+        .new_span(&with(Some(&foreign)), Parent::Explicit(outer), |_, ()| {})
+        .unwrap();
+    let explicit = registry.get(explicit).unwrap();
+    assert_eq!(
+        (explicit.trace_id(), explicit.parent_span_id()),
+        (outer_trace, Some(outer_span))
+    );
+}

@@ -9,12 +9,14 @@ mod close;
 mod context;
 mod convert;
 mod core_stack;
+mod entry;
 mod errors;
 mod event;
 mod ext;
 mod fastcall;
 mod gil;
 mod inject;
+mod jsonl_convert;
 mod jsonlines;
 mod layers;
 mod live;
@@ -61,14 +63,13 @@ mod _native {
     #[pymodule_export]
     use crate::inject::inject;
     #[pymodule_export]
+    use crate::jsonl_convert::{_jsonl_to_chrome, _jsonl_to_flamegraph};
+    #[pymodule_export]
     use crate::jsonlines::{_flush_json_lines, _json_lines_forked, JsonLines};
     #[pymodule_export]
     use crate::otlp::{_otlp_forked, _shutdown_otlp_exporters, OtlpExporter};
     #[pymodule_export]
-    use crate::pictures::{
-        _close_pictures, _flush_pictures, _jsonl_to_chrome, _jsonl_to_flamegraph, ChromeTrace,
-        FlameGraph,
-    };
+    use crate::pictures::{_close_pictures, _flush_pictures, ChromeTrace, FlameGraph};
     #[pymodule_export]
     use crate::propagation::RemoteParent;
     #[pymodule_export]

@@ -1,6 +1,6 @@
 //! `pykregistry.ChromeTrace` and `pykregistry.FlameGraph`: built-in layers
-//! that draw where time went, and the conversions of a `JsonLines` file to
-//! both. The drawing is `pykregistry_export`'s (`timeline`, `chrome`,
+//! that draw where time went (the conversions of a `JsonLines` file to both
+//! are `jsonl_convert`'s). The drawing is `pykregistry_export`'s (`timeline`, `chrome`,
 //! `flame`); this file feeds it each busy interval (enter to exit, R5) on
 //! the track (thread or asyncio task, `tracks`) where it ran.
 //!
@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use pykregistry_core::{Id, SpanData, TraceParent};
 use pykregistry_export::chrome::{push_args, ChromeDoc, FlowEnd};
 use pykregistry_export::flame::{frame, Folded};
-use pykregistry_export::jsonl::Report;
 use pykregistry_export::timeline::Timeline;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -618,7 +617,7 @@ impl Picture for FlameSink {
 
 /// Whether `format` (or, without one, `path`'s suffix) asks for folded
 /// stacks rather than an SVG.
-fn folded_format(format: Option<&str>, path: &Path) -> PyResult<bool> {
+pub(crate) fn folded_format(format: Option<&str>, path: &Path) -> PyResult<bool> {
     match format {
         Some("svg") => Ok(false),
         Some("folded") => Ok(true),
@@ -740,101 +739,4 @@ impl FlameGraph {
             if self.closed() { ", closed=True" } else { "" }
         )
     }
-}
-
-// === conversions ===
-
-/// Runs a conversion with the GIL released; `progress(bytes_read)` is
-/// called about every MiB if given, and signals are checked then (Ctrl-C
-/// stops it). Returns `{"lines", "spans", "events", "bytes", "errors":
-/// [(line_no, message)], "error_count"}`.
-fn convert_file(
-    py: Python<'_>,
-    src: &Path,
-    dst: &Path,
-    progress: Option<&Bound<'_, PyAny>>,
-    run: impl FnOnce(BufReader<File>, File, &mut dyn FnMut(u64) -> bool) -> io::Result<Report> + Send,
-) -> PyResult<Py<PyDict>> {
-    let input = File::open(src).map_err(|e| os_error(&e, src))?;
-    let output = File::create(dst).map_err(|e| os_error(&e, dst))?;
-    let progress = progress.map(|p| p.clone().unbind());
-    let mut stopped: Option<PyErr> = None;
-    let result = py.detach(|| {
-        let mut tick = |bytes: u64| -> bool {
-            Python::attach(|py| {
-                let called = match &progress {
-                    Some(p) => p.bind(py).call1((bytes,)).map(drop),
-                    None => Ok(()),
-                };
-                match called.and_then(|()| py.check_signals()) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        stopped = Some(e);
-                        false
-                    }
-                }
-            })
-        };
-        run(BufReader::with_capacity(1 << 16, input), output, &mut tick)
-    });
-    if let Some(e) = stopped {
-        return Err(e);
-    }
-    let report = result.map_err(|e| os_error(&e, dst))?;
-    let dict = PyDict::new(py);
-    dict.set_item("lines", report.lines)?;
-    dict.set_item("spans", report.spans)?;
-    dict.set_item("events", report.events)?;
-    dict.set_item("bytes", report.bytes)?;
-    dict.set_item("errors", report.errors)?;
-    dict.set_item("error_count", report.error_count)?;
-    Ok(dict.unbind())
-}
-
-/// Converts the `JsonLines` file `src` to a Chrome trace at `dst`,
-/// streaming (see `pykregistry_export::chrome::jsonl_to_chrome`).
-#[pyfunction]
-#[pyo3(signature = (src, dst, /, progress = None))]
-pub(crate) fn _jsonl_to_chrome(
-    py: Python<'_>,
-    src: PathBuf,
-    dst: PathBuf,
-    progress: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Py<PyDict>> {
-    convert_file(py, &src, &dst, progress, |input, output, tick| {
-        pykregistry_export::chrome::jsonl_to_chrome(
-            input,
-            BufWriter::with_capacity(1 << 16, output),
-            std::process::id(),
-            tick,
-        )
-    })
-}
-
-/// Converts the `JsonLines` file `src` to a flame graph at `dst`: folded
-/// stacks if `dst` ends in `.folded`, else an SVG.
-#[pyfunction]
-#[pyo3(signature = (src, dst, /, progress = None))]
-pub(crate) fn _jsonl_to_flamegraph(
-    py: Python<'_>,
-    src: PathBuf,
-    dst: PathBuf,
-    progress: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Py<PyDict>> {
-    let folded_out = folded_format(None, &dst)?;
-    let title = format!(
-        "pykregistry: self busy time ({})",
-        src.file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-    );
-    convert_file(py, &src, &dst, progress, move |input, output, tick| {
-        let (folded, report) = pykregistry_export::flame::jsonl_to_folded(input, tick)?;
-        let out = BufWriter::new(output);
-        if folded_out {
-            folded.write_folded(out)?;
-        } else {
-            folded.write_svg(&title, out)?;
-        }
-        Ok(report)
-    })
 }
