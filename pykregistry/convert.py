@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -125,21 +127,24 @@ def tree(args: argparse.Namespace) -> int:
     shared = bar.enabled and _is_terminal(out)
     bad = _BadLines("tree", args.file, bar)
 
-    def write(lines: list[str]) -> None:
-        if shared:
-            bar.clear()
-        out.write("\n".join(lines))
-        out.write("\n")
-        if shared:
+    def write(tree: Iterable[str]) -> None:
+        # A tree drawn from disk comes line by line: written in chunks.
+        cleared = False
+        lines = iter(tree)
+        while chunk := list(islice(lines, 4096)):
+            if shared and not cleared:
+                bar.clear()
+                cleared = True
+            out.write("\n".join(chunk))
+            out.write("\n")
+        if cleared:
             out.flush()
 
     try:
-        with stream:
+        with stream, trees:
             progress = bar.update if bar.enabled else None
             for _, record in read_records(stream, on_bad_line=bad, on_progress=progress):
-                lines = trees.add(record)
-                if lines:
-                    write(lines)
+                write(trees.add(record))
             for lines in trees.finish():
                 write(lines)
     except BrokenPipeError:  # standard output's reader went away
@@ -148,6 +153,10 @@ def tree(args: argparse.Namespace) -> int:
     except OSError as e:  # the file, while reading it
         bar.close()
         print(f"pykregistry tree: cannot read {args.file}: {os_reason(e)}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as e:  # the temporary file of a very large tree
+        bar.close()
+        print(f"pykregistry tree: cannot hold the trees on disk: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         bar.close()

@@ -12,7 +12,8 @@ Lines that are not what ``JsonLines`` writes (not JSON, a span without its
 numbers, and the rest of the file is read as if they were not there.
 
     >>> import io
-    >>> from pykregistry.tree import TreeStyle
+    >>> from pykregistry.spilled_trees import SpilledTrees
+from pykregistry.tree import TreeStyle
     >>> lines = io.BytesIO(
     ...     b'{"type": "span", "id": 2, "parent_id": 1, "trace_id": "0af7", "span_id": "b7",'
     ...     b' "parent_span_id": "a1", "name": "db.query", "target": "app", "level": "DEBUG",'
@@ -35,6 +36,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
 
+from pykregistry.spilled_trees import SpilledTrees
 from pykregistry.tree import TreeStyle
 
 __all__ = ["BadRecordError", "SpanTrees", "read_records"]
@@ -198,26 +200,61 @@ class SpanTrees:
     end of the file: spans whose parent never came (a file cut short) or
     came before them (a child that ended after its parent), under a line
     that names the parent they wait for by its ``span_id``.
+
+    At most ``held_in_memory`` spans and events are kept in memory (about
+    500 bytes each); past that, all that is held moves to a temporary
+    SQLite file (:class:`~pykregistry.spilled_trees.SpilledTrees`) and
+    the trees there are drawn from it, with the same lines. :meth:`close`
+    deletes the file.
     """
 
-    def __init__(self, style: TreeStyle, *, show_ids: bool = False) -> None:
+    def __init__(
+        self, style: TreeStyle, *, show_ids: bool = False, held_in_memory: int = 100_000
+    ) -> None:
         self._style = style
         self._show_ids = show_ids
+        self._limit = held_in_memory
         # The children waiting for their parent, by the parent's trace_id
-        # and span_id.
+        # and span_id, and how many nodes they hold in all.
         self._waiting: dict[str, list[_Node]] = {}
+        self._held = 0
+        self._disk: SpilledTrees | None = None
 
     def __repr__(self) -> str:
-        return f"SpanTrees(waiting={len(self._waiting)})"
+        return f"SpanTrees(waiting={len(self._waiting)}, held={self._held})"
+
+    def __enter__(self) -> SpanTrees:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def waiting(self) -> int:
         """How many spans (with events) wait for their parent's line."""
         return len(self._waiting)
 
-    def add(self, record: Mapping[str, Any]) -> list[str]:
+    @property
+    def held(self) -> int:
+        """How many spans and events are held in memory."""
+        return self._held
+
+    @property
+    def spilled(self) -> int:
+        """How many spans and events are held on disk."""
+        return 0 if self._disk is None else self._disk.rows
+
+    def close(self) -> None:
+        """Deletes the temporary file, if there is one."""
+        if self._disk is not None:
+            self._disk.close()
+            self._disk = None
+
+    def add(self, record: Mapping[str, Any]) -> Iterable[str]:
         """Takes one record that :func:`read_records` yielded; returns the
-        lines of the tree it completes, or nothing."""
+        lines of the tree it completes, or nothing. The lines of a tree
+        drawn from disk come one by one: read them all before the next
+        call."""
         style = self._style
         if record["type"] == "event":
             node: _Node = (
@@ -228,7 +265,7 @@ class SpanTrees:
             span_id = record["span_id"]
             if span_id is None:
                 return self._draw([node])
-            self._waiting.setdefault(record["trace_id"] + span_id, []).append(node)
+            self._wait(record["trace_id"] + span_id, node)
             return []
         trace_id, span_id, parent = record["trace_id"], record["span_id"], record["parent_span_id"]
         ids = None
@@ -245,23 +282,51 @@ class SpanTrees:
             idle_ns=record["idle_ns"],
             ids=ids,
         )
-        node = (record["start_time_ns"], line, self._waiting.pop(trace_id + span_id, None))
-        if parent is None or record.get("parent_id") is None:
+        key = trace_id + span_id
+        node = (record["start_time_ns"], line, self._waiting.pop(key, None))
+        is_root = parent is None or record.get("parent_id") is None
+        if self._disk is not None and self._disk.waits(key):
+            # Some of its children are on disk: it joins them there, after
+            # all that memory holds, so that the order of arrival (which
+            # orders siblings that started at once) is kept.
+            self._spill()
+            seq = self._disk.attach(key, node, None if is_root else trace_id + parent)
+            return self._disk.draw(seq) if is_root else []
+        if is_root:
             return self._draw([node])
-        self._waiting.setdefault(trace_id + parent, []).append(node)
+        self._wait(trace_id + parent, node)
         return []
 
-    def finish(self) -> Iterator[list[str]]:
+    def _wait(self, key: str, node: _Node) -> None:
+        """Holds ``node`` until its parent ``key`` arrives."""
+        self._waiting.setdefault(key, []).append(node)
+        self._held += 1
+        if self._held > self._limit:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Moves all that memory holds to disk."""
+        if self._disk is None:
+            self._disk = SpilledTrees(self._style)
+        self._disk.spill(self._waiting)
+        self._waiting.clear()
+        self._held = 0
+
+    def finish(self) -> Iterator[Iterable[str]]:
         """Draws the spans and events still waiting for their parent, under
         a line that names the parent by its ``span_id``, and forgets them."""
+        if self._disk is not None:
+            self._spill()
+            yield from self._disk.leftovers(self._missing)
+            return
         for key in list(self._waiting):
             nodes = self._waiting.pop(key)
-            missing = self._style.note(
-                f"? {key[-16:]}  (no line for this span before its children)"
-            )
-            yield self._draw([(min(map(_start, nodes)), missing, nodes)])
+            yield self._draw([(min(map(_start, nodes)), self._missing(key), nodes)])
 
-    def _draw(self, roots: Iterable[_Node]) -> list[str]:
+    def _missing(self, key: str) -> str:
+        return self._style.note(f"? {key[-16:]}  (no line for this span before its children)")
+
+    def _draw(self, roots: list[_Node]) -> list[str]:
         """The lines of the trees under ``roots``, siblings in start order."""
         # The walk of render_tree: iterative, so that no depth is too deep.
         style = self._style
@@ -285,6 +350,8 @@ class SpanTrees:
                         prefix + ("    " if i == last else pipe),
                     )
                 )
+        # Each line but the roots' was held.
+        self._held -= len(lines) - len(roots)
         return lines
 
 
