@@ -14,9 +14,11 @@
 //! Each event's `dur` is the difference of its rounded end and start, for
 //! the same reason.
 
-use std::collections::{HashMap, VecDeque};
 use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 
+use crate::chrome_tracks::{
+    PendingArrows, TrackKey, Tracks, MAX_ARROWS, MAX_ARROWS_PER_PARENT, MAX_SLICES, MAX_TRACKS,
+};
 use crate::jsonl::{self, Record, Report};
 
 /// A document being written: the separator state, the process id and the
@@ -201,39 +203,14 @@ pub fn push_args(
 
 // === JSON lines to Chrome trace ===
 
-/// Spans of one track whose extents cross (possible for spans not made by
-/// `with` blocks) go to extra lanes, drawn as tracks of their own, so that
-/// each lane nests; at most this many lanes per track (later ones share
-/// the last).
-const LANES: usize = 8;
-/// Slices remembered per lane to check the next against: older ones are
-/// forgotten (memory stays bounded; a crossing with a forgotten slice goes
-/// unnoticed).
-const LANE_MEMORY: usize = 4096;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct TrackKey {
-    thread: Option<u64>,
-    task: Option<String>,
-}
-
-#[derive(Debug)]
-struct LaneTrack {
-    name: String,
-    /// Per lane: its tid (0 until named) and the slices that may still
-    /// enclose or cross a later one, ordered by end.
-    lanes: Vec<(u32, VecDeque<(u64, u64)>)>,
-}
-
 struct Converter<W: Write> {
     doc: ChromeDoc,
     dst: W,
     buf: Vec<u8>,
-    tracks: HashMap<TrackKey, LaneTrack>,
-    next_tid: u32,
+    tracks: Tracks,
     /// Per parent (by span id) not yet read: the tracks its children were
     /// on, with the earliest child's start there (one arrow per track).
-    children_on: HashMap<u64, Vec<(TrackKey, u32, u64)>>,
+    children_on: PendingArrows,
     flows: u64,
 }
 
@@ -242,7 +219,8 @@ struct Converter<W: Write> {
 /// it was made in (a JSON-lines file holds spans, not each busy interval),
 /// each event an instant there, and a child on another track than its
 /// parent gets an arrow from it (one per parent and track). Memory is
-/// bounded by the tree of spans still open at each point of the file.
+/// bounded whatever the file's size: the tables of tracks and of arrows
+/// waiting for their parent are capped (see `chrome_tracks.rs`).
 ///
 /// `src` is read twice: once for the earliest time (the document's
 /// origin), once to convert. Bad lines are reported in the returned
@@ -260,9 +238,8 @@ pub fn jsonl_to_chrome<R: BufRead + Seek, W: Write>(
         doc: ChromeDoc::new(pid, origin),
         dst,
         buf: Vec::with_capacity(1 << 16),
-        tracks: HashMap::new(),
-        next_tid: 1,
-        children_on: HashMap::new(),
+        tracks: Tracks::new(MAX_TRACKS, MAX_SLICES),
+        children_on: PendingArrows::new(MAX_ARROWS, MAX_ARROWS_PER_PARENT),
         flows: 0,
     };
     c.buf.extend_from_slice(ChromeDoc::HEADER);
@@ -347,7 +324,8 @@ impl<W: Write> Converter<W> {
                     thread: line.thread_id,
                     task: line.task.as_deref().map(str::to_owned),
                 };
-                let tid = self.place(&key, *start, *end);
+                let placed = self.tracks.span(&key, *start, *end);
+                let tid = self.named(placed.tid, placed.new_name.as_deref());
                 let mut args = Vec::with_capacity(128);
                 let trace = line
                     .trace_id
@@ -370,9 +348,9 @@ impl<W: Write> Converter<W> {
                     &args,
                 );
                 // Arrows to this span's children on other tracks.
-                if let Some(children) = self.children_on.remove(span_id) {
-                    for (child_key, child_tid, child_start) in children {
-                        if child_key != key {
+                for (child_serial, child_tid, child_start) in self.children_on.take(*span_id) {
+                    {
+                        if child_serial != placed.serial {
                             self.flows += 1;
                             self.doc.flow(
                                 &mut self.buf,
@@ -388,15 +366,7 @@ impl<W: Write> Converter<W> {
                     }
                 }
                 if let Some(parent) = parent {
-                    let list = self.children_on.entry(*parent).or_default();
-                    match list.iter_mut().find(|(k, _, _)| *k == key) {
-                        Some(entry) if entry.2 > *start => {
-                            entry.1 = tid;
-                            entry.2 = *start;
-                        }
-                        Some(_) => {}
-                        None => list.push((key, tid, *start)),
-                    }
+                    self.children_on.note(*parent, (placed.serial, tid, *start));
                 }
             }
             Record::Event { line, time } => {
@@ -404,7 +374,8 @@ impl<W: Write> Converter<W> {
                     thread: line.thread_id,
                     task: line.task.as_deref().map(str::to_owned),
                 };
-                let tid = self.lane_tid(&key, 0);
+                let placed = self.tracks.event(&key);
+                let tid = self.named(placed.tid, placed.new_name.as_deref());
                 let mut args = Vec::with_capacity(128);
                 let trace = line
                     .trace_id
@@ -435,61 +406,10 @@ impl<W: Write> Converter<W> {
         }
     }
 
-    /// The tid of lane `lane` of track `key`, named on first use.
-    fn lane_tid(&mut self, key: &TrackKey, lane: usize) -> u32 {
-        let track = self.tracks.entry(key.clone()).or_insert_with(|| LaneTrack {
-            name: match (&key.task, key.thread) {
-                (Some(task), _) => task.clone(),
-                (None, Some(thread)) => format!("Thread {thread}"),
-                (None, None) => "Thread ?".to_owned(),
-            },
-            lanes: Vec::new(),
-        });
-        while track.lanes.len() <= lane {
-            track.lanes.push((0, VecDeque::new()));
-        }
-        if track.lanes[lane].0 == 0 {
-            let tid = self.next_tid;
-            self.next_tid += 1;
-            track.lanes[lane].0 = tid;
-            let name = if lane == 0 {
-                track.name.clone()
-            } else {
-                format!("{} (crossing spans {lane})", track.name)
-            };
-            self.doc.track_name(&mut self.buf, tid, &name, tid);
-        }
-        track.lanes[lane].0
-    }
-
-    /// The tid a span from `start` to `end` on track `key` is drawn on: the
-    /// first lane where it nests with the slices there.
-    fn place(&mut self, key: &TrackKey, start: u64, end: u64) -> u32 {
-        let lanes = self.tracks.get(key).map_or(0, |t| t.lanes.len());
-        let mut chosen = LANES - 1;
-        for lane in 0..LANES {
-            if lane >= lanes {
-                chosen = lane;
-                break;
-            }
-            let slices = &mut self.tracks.get_mut(key).expect("counted above").lanes[lane].1;
-            // Slices inside this one are covered by it from now on.
-            while slices.back().is_some_and(|&(s, e)| s >= start && e <= end) {
-                slices.pop_back();
-            }
-            let crosses = slices
-                .back()
-                .is_some_and(|&(s, e)| e > start && s < start && e < end);
-            if !crosses {
-                chosen = lane;
-                break;
-            }
-        }
-        let tid = self.lane_tid(key, chosen);
-        let slices = &mut self.tracks.get_mut(key).expect("made above").lanes[chosen].1;
-        slices.push_back((start, end));
-        if slices.len() > LANE_MEMORY {
-            slices.pop_front();
+    /// `tid`, named first if `name` is given.
+    fn named(&mut self, tid: u32, name: Option<&str>) -> u32 {
+        if let Some(name) = name {
+            self.doc.track_name(&mut self.buf, tid, name, tid);
         }
         tid
     }
@@ -498,6 +418,7 @@ impl<W: Write> Converter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn span(
         name: &str,

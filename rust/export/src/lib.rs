@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod chrome;
+mod chrome_tracks;
 mod config;
 mod exporter;
 pub mod flame;
