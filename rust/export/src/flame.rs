@@ -113,8 +113,9 @@ type TrackKey = (Option<u64>, Option<String>);
 
 #[derive(Debug, Default)]
 struct Pending {
-    /// Busy time of children read so far, per track.
-    busy_by_track: Vec<(TrackKey, u64)>,
+    /// Busy time of children read so far, per track (one span's children
+    /// may run on 100,000s of tasks: a map, not a list).
+    busy_by_track: HashMap<TrackKey, u64>,
     /// Their stacks (relative to this span) and self times.
     stacks: HashMap<String, u64>,
 }
@@ -150,12 +151,7 @@ pub fn jsonl_to_folded(
                 let track = (line.thread_id, line.task.as_deref().map(str::to_owned));
                 let mine = pending.remove(&span_id).unwrap_or_default();
                 let busy = line.busy_ns.unwrap_or(0);
-                let children: u64 = mine
-                    .busy_by_track
-                    .iter()
-                    .filter(|(t, _)| *t == track)
-                    .map(|(_, n)| n)
-                    .sum();
+                let children = mine.busy_by_track.get(&track).copied().unwrap_or(0);
                 let mut stacks = mine.stacks;
                 let relative: Vec<(String, u64)> =
                     std::iter::once((name.clone(), busy.saturating_sub(children)))
@@ -189,10 +185,7 @@ pub fn jsonl_to_folded(
                     Some(p) => {
                         let waiting = pending.entry(p).or_default();
                         if direct {
-                            match waiting.busy_by_track.iter_mut().find(|(t, _)| *t == track) {
-                                Some((_, n)) => *n += busy,
-                                None => waiting.busy_by_track.push((track, busy)),
-                            }
+                            *waiting.busy_by_track.entry(track).or_insert(0) += busy;
                         }
                         for (s, n) in relative {
                             *waiting.stacks.entry(full(&s)).or_insert(0) += n;
