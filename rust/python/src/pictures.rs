@@ -28,9 +28,10 @@ use pyo3::types::PyDict;
 use crate::convert;
 use crate::event::Event;
 use crate::ext::SpanExt;
-use crate::jsonlines::{forks, os_error, push_fields};
+use crate::jsonlines::{forks, os_error};
 use crate::layers::{Interval, Sink};
 use crate::tracks::{self, Track};
+use pykregistry_export::json::push_fields;
 
 const BUFFER: usize = 64 * 1024;
 
