@@ -292,6 +292,8 @@ pub(crate) fn _json_lines_forked() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
 
+crate::file_layer::file_layer!(JsonLines);
+
 #[pymethods]
 impl JsonLines {
     /// Opens `path` for writing (truncating it, or appending with
@@ -338,36 +340,10 @@ impl JsonLines {
         self.path.clone()
     }
 
-    #[getter]
-    fn closed(&self) -> bool {
-        !self.sink.open.load(Ordering::Acquire)
-    }
-
     /// Whether events are written.
     #[getter]
     fn events(&self) -> bool {
         self.sink.events
-    }
-
-    /// How many writes failed.
-    #[getter]
-    fn write_errors(&self) -> u64 {
-        self.sink.errors.load(Ordering::Relaxed)
-    }
-
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _ty: &Bound<'_, PyAny>,
-        _value: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
