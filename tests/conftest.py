@@ -9,6 +9,9 @@
 - ``unraisable``: collects what reaches ``sys.unraisablehook`` (where a
   raising layer's exception goes) instead of letting pytest turn it into an
   error.
+- ``receiver`` / ``grpc_receiver``: an OTLP/HTTP or OTLP/gRPC traces
+  receiver on 127.0.0.1, started for the test and stopped after it
+  (``tests/otlp_receivers.py``).
 
 Hypothesis profiles are picked by ``HYPOTHESIS_PROFILE``: ``dev`` (few
 examples, quick), ``ci`` (more, no deadline), ``long`` (many; the state
@@ -23,11 +26,14 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import pykregistry
+
+if TYPE_CHECKING:
+    from otlp_receivers import Receiver
 
 try:
     from hypothesis import HealthCheck, settings
@@ -173,3 +179,26 @@ def unraisable(monkeypatch: pytest.MonkeyPatch) -> Unraisables:
     collected = Unraisables()
     monkeypatch.setattr(sys, "unraisablehook", collected.seen.append)
     return collected
+
+
+# The receivers' module is imported when a test asks for one: it needs
+# grpcio and opentelemetry-proto (the test extra), which the rule tests do
+# not. A test that asks without them installed fails on the import.
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """An OTLP/HTTP traces receiver on 127.0.0.1 (``POST /v1/traces``)."""
+    from otlp_receivers import serve_http
+
+    with serve_http() as rec:
+        yield rec
+
+
+@pytest.fixture
+def grpc_receiver() -> Iterator[Receiver]:
+    """An OTLP/gRPC traces receiver on 127.0.0.1 (``TraceService/Export``)."""
+    from otlp_receivers import serve_grpc
+
+    with serve_grpc() as rec:
+        yield rec

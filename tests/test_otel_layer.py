@@ -2,13 +2,12 @@
 goes to OpenTelemetry's SDK span processors with our ids and parents, its
 fields as attributes, its target as scope, its events, links and error;
 the resource is the provider's own object. Exported through the SDK's
-in-memory exporter, its BatchSpanProcessor, and its real OTLP/HTTP exporter
-to tests/test_otlp.py's receiver, where the same span sent by the native
-exporter is compared with it."""
+in-memory exporter, its BatchSpanProcessor, and its real OTLP/HTTP and
+OTLP/gRPC exporters to tests/otlp_receivers.py's receivers, where the same
+span sent by the native exporter is compared with it."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +25,7 @@ from hypothesis import strategies as st
 # missing one is an error, not a skip.
 from opentelemetry import trace as trace_api
 from opentelemetry.exporter.otlp.proto.common import trace_encoder as encoder
+from opentelemetry.exporter.otlp.proto.grpc import trace_exporter as otlp_grpc
 from opentelemetry.exporter.otlp.proto.http import trace_exporter as otlp_http
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -38,6 +37,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
 from opentelemetry.trace import StatusCode
+from otlp_receivers import ExportTraceServiceRequest, Receiver, attrs, shape
 
 import pykregistry
 from pykregistry import ConfigurationWarning, Level, OtlpExporter, Registry, RemoteParent
@@ -507,37 +507,24 @@ def test_without_opentelemetry_the_package_imports_and_otel_says_what_to_install
     assert "opentelemetry" in done.stdout
 
 
-# === Through the real OTLP/HTTP exporter, beside the native one ===
+# === Through the real OTLP exporters, beside the native one ===
 
 
-def _receiver_module() -> Any:
-    """tests/test_otlp.py, for its OTLP/HTTP receiver (decoding with
-    opentelemetry-proto's own messages)."""
-    path = Path(__file__).with_name("test_otlp.py")
-    spec = importlib.util.spec_from_file_location("_otlp_receiver", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-otlp = _receiver_module()
-receiver = otlp.receiver  # the fixture
-
-
-def test_through_the_otlp_http_exporter_as_the_native_exporter_sends_it(
-    receiver: Any, make: Any
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_through_the_sdks_otlp_exporter_as_the_native_exporter_sends_it(
+    transport: str, receiver: Receiver, grpc_receiver: Receiver, make: Any
 ) -> None:
-    """The same spans, sent by the SDK's OTLP/HTTP exporter through this
-    layer and by the native exporter, arrive the same."""
+    """The same spans, sent by the SDK's OTLP exporter (HTTP, or gRPC to
+    the gRPC receiver) through this layer and by the native exporter (always
+    OTLP/HTTP), arrive the same."""
     provider = TracerProvider(
         resource=Resource.create({"service.name": "sdk"}), shutdown_on_exit=False
     )
-    provider.add_span_processor(
-        BatchSpanProcessor(otlp_http.OTLPSpanExporter(endpoint=f"{receiver.url}/v1/traces"))
-    )
+    if transport == "grpc":
+        sdk_exporter: Any = otlp_grpc.OTLPSpanExporter(endpoint=grpc_receiver.url, insecure=True)
+    else:
+        sdk_exporter = otlp_http.OTLPSpanExporter(endpoint=f"{receiver.url}/v1/traces")
+    provider.add_span_processor(BatchSpanProcessor(sdk_exporter))
     native = OtlpExporter(receiver.url, service_name="native")
     reg = make()
     layer = OpenTelemetryLayer(provider, registry=reg)
@@ -557,8 +544,14 @@ def test_through_the_otlp_http_exporter_as_the_native_exporter_sends_it(
         provider.shutdown()
         native.shutdown(1)
 
+    # Each service's spans came by the way it was sent.
+    by_grpc = {r.resource["service.name"] for r in grpc_receiver.spans()}
+    by_http = {r.resource["service.name"] for r in receiver.spans()}
+    assert (by_grpc, by_http) == (
+        ({"sdk"}, {"native"}) if transport == "grpc" else (set(), {"sdk", "native"})
+    )
     got: dict[str, dict[str, Any]] = {"sdk": {}, "native": {}}
-    for r in receiver.spans():
+    for r in receiver.spans() + grpc_receiver.spans():
         got[r.resource["service.name"]][r.span.name] = r
     assert sorted(got["sdk"]) == sorted(got["native"]) == ["failing", "inner", "outer"]
     outer_sdk = got["sdk"]["outer"].span
@@ -566,23 +559,9 @@ def test_through_the_otlp_http_exporter_as_the_native_exporter_sends_it(
     assert outer_sdk.span_id.hex() == f"{outer_ids[1]:016x}"
     assert got["sdk"]["outer"].resource["telemetry.sdk.name"] == "opentelemetry"
 
-    def shape(r: Any) -> dict[str, Any]:
-        s = r.span
-        return {
-            "scope": r.scope,
-            "ids": (s.trace_id, s.span_id, s.parent_span_id),
-            "name": s.name,
-            "kind": s.kind,
-            "times": (s.start_time_unix_nano, s.end_time_unix_nano),
-            "attributes": otlp.attrs(s.attributes),
-            "events": [(e.name, otlp.attrs(e.attributes)) for e in s.events],
-            "links": [(link.trace_id, link.span_id) for link in s.links],
-            "status": (s.status.code, s.status.message),
-        }
-
     for name in ("outer", "inner", "failing"):
         assert shape(got["sdk"][name]) == shape(got["native"][name]), name
-    inner_attrs = otlp.attrs(got["sdk"]["inner"].span.attributes)
+    inner_attrs = attrs(got["sdk"]["inner"].span.attributes)
     assert inner_attrs["pair"] == [1, 2]
     assert inner_attrs["big"] == str(2**70)
     assert got["sdk"]["failing"].span.status.message == "'gone'"
@@ -644,7 +623,7 @@ def test_any_field_values_export_through_the_otlp_encoder(fields: dict[str, Any]
     (exported,) = exporter.get_finished_spans()
     # The encoder logs and skips an attribute it cannot encode: none is.
     body = encoder.encode_spans([exported]).SerializeToString()
-    request = otlp.ExportTraceServiceRequest.FromString(body)
+    request = ExportTraceServiceRequest.FromString(body)
     encoded = request.resource_spans[0].scope_spans[0].spans[0]
     assert len(encoded.attributes) == len(exported.attributes or {})
     assert len(encoded.events[0].attributes) == len(exported.events[0].attributes or {})

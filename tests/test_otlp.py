@@ -1,8 +1,9 @@
 """The native OTLP exporter (issue 11, part 4): spans sent at their end to
-an OTLP/HTTP receiver started here on 127.0.0.1, and decoded with
-opentelemetry-proto's own messages; a collector that is down costs the
-program nothing but the spans, which are counted, and exit stays bounded
-(P12); a child process never sends its parent's spans."""
+an OTLP/HTTP receiver on 127.0.0.1 (the ``receiver`` fixture, from
+tests/otlp_receivers.py), decoded with opentelemetry-proto's own messages;
+a collector that is down costs the program nothing but the spans, which are
+counted, and exit stays bounded (P12); a child process never sends its
+parent's spans."""
 
 from __future__ import annotations
 
@@ -11,136 +12,18 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
 # The receiver decodes with opentelemetry-proto (the test extra).
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as trace_service
 from opentelemetry.proto.trace.v1 import trace_pb2
+from otlp_receivers import Receiver, attrs, closed_port
 
 from pykregistry import Level, OtlpExporter, Registry
 
-ExportTraceServiceRequest = trace_service.ExportTraceServiceRequest
-ExportTraceServiceResponse = trace_service.ExportTraceServiceResponse
-
-
-# === The receiver ===
-
-
-@dataclass
-class Received:
-    """A span as the receiver decoded it, with where it came in."""
-
-    span: Any  # trace_pb2.Span
-    scope: str
-    resource: dict[str, Any]
-
-
-@dataclass
-class Receiver:
-    """An OTLP/HTTP traces receiver: decodes each POST to ``/v1/traces``
-    with opentelemetry-proto's ``ExportTraceServiceRequest`` and answers
-    ``status`` (200 unless a test changes it)."""
-
-    url: str = ""
-    status: int = 200
-    requests: list[Any] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-    lock: threading.Condition = field(default_factory=threading.Condition)
-
-    def spans(self) -> list[Received]:
-        with self.lock:  # reentrant: wait_for calls it holding the lock
-            requests = list(self.requests)
-        out = []
-        for request in requests:
-            for rs in request.resource_spans:
-                resource = {kv.key: value(kv.value) for kv in rs.resource.attributes}
-                for ss in rs.scope_spans:
-                    out.extend(Received(s, ss.scope.name, resource) for s in ss.spans)
-        return out
-
-    def by_name(self) -> dict[str, Any]:
-        return {r.span.name: r.span for r in self.spans()}
-
-    def wait_for(self, n: int, timeout: float = 30.0) -> list[Received]:
-        """The spans, once at least ``n`` came (a hang bound, not a timing)."""
-        deadline = time.monotonic() + timeout
-        with self.lock:
-            while len(self.spans()) < n:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.lock.wait(left)
-        return self.spans()
-
-
-def value(v: Any) -> Any:
-    """An ``AnyValue`` as Python: scalars, arrays as lists, empty as None."""
-    kind = v.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [value(x) for x in v.array_value.values]
-    return getattr(v, kind)
-
-
-def attrs(kvs: Any) -> dict[str, Any]:
-    return {kv.key: value(kv.value) for kv in kvs}
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            status = rec.status
-            if self.path != "/v1/traces":
-                status = 404
-            elif status == 200:
-                request = ExportTraceServiceRequest.FromString(body)
-                with rec.lock:
-                    rec.requests.append(request)
-                    rec.headers.append({k.lower(): v for k, v in self.headers.items()})
-                    rec.lock.notify_all()
-            reply = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    rec.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield rec
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-
-
-def closed_port() -> str:
-    """A loopback URL nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+# === A silent collector, a child interpreter ===
 
 
 @pytest.fixture

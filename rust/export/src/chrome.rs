@@ -19,6 +19,7 @@ use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use crate::chrome_tracks::{
     PendingArrows, TrackKey, Tracks, MAX_ARROWS, MAX_ARROWS_PER_PARENT, MAX_SLICES, MAX_TRACKS,
 };
+use crate::json::push_str;
 use crate::jsonl::{self, Record, Report};
 
 /// A document being written: the separator state, the process id and the
@@ -163,12 +164,6 @@ impl ChromeDoc {
         out.extend_from_slice(if args.is_empty() { b"{}" } else { args });
         out.push(b'}');
     }
-}
-
-/// A JSON string.
-pub fn push_str(out: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// The args of a span's slice or an event: its ids as lowercase hex (R13),

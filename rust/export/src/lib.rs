@@ -14,6 +14,8 @@
 //!   nested), [`chrome`] (the Chrome trace event format Perfetto opens) and
 //!   [`flame`] (folded stacks of self time, SVG by `inferno`), with
 //!   streaming conversions of a `JsonLines` file ([`jsonl`]).
+//! - [`json_lines`]: the `JsonLines` format's lines, written with the JSON
+//!   of [`json`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,6 +25,8 @@ mod chrome_tracks;
 mod config;
 mod exporter;
 pub mod flame;
+pub mod json;
+pub mod json_lines;
 pub mod jsonl;
 pub mod otlp;
 mod record;

@@ -21,7 +21,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use pykregistry_core::{Fields, Id, Level, SpanData, Value};
+use pykregistry_core::{Id, SpanData};
+use pykregistry_export::json_lines::{self, EventLine, SpanLine};
 use pyo3::prelude::*;
 
 use crate::convert;
@@ -141,37 +142,26 @@ impl JsonSink {
         }
         let timings = span.ext().timings();
         let mut line = Vec::with_capacity(256);
-        line.extend_from_slice(b"{\"type\":\"span\",\"id\":");
-        push_u64(&mut line, id.into_u64());
-        line.extend_from_slice(b",\"parent_id\":");
-        push_id(&mut line, span.parent_id());
-        line.extend_from_slice(b",\"trace_id\":");
-        push_hex(&mut line, Some(span.trace_id()), 32);
-        line.extend_from_slice(b",\"span_id\":");
-        push_hex(&mut line, Some(span.span_id().into()), 16);
-        line.extend_from_slice(b",\"parent_span_id\":");
-        push_hex(&mut line, span.parent_span_id().map(u128::from), 16);
-        line.extend_from_slice(b",\"name\":");
-        push_str(&mut line, span.name());
-        line.extend_from_slice(b",\"target\":");
-        push_str(&mut line, span.target());
-        line.extend_from_slice(b",\"level\":");
-        push_level(&mut line, span.level());
-        line.extend_from_slice(b",\"start_time_ns\":");
-        push_u64(&mut line, timings.start_time_ns);
-        line.extend_from_slice(b",\"end_time_ns\":");
-        push_u64(&mut line, timings.end_time_ns.unwrap_or(0));
-        line.extend_from_slice(b",\"busy_ns\":");
-        push_u64(&mut line, timings.busy_ns);
-        line.extend_from_slice(b",\"idle_ns\":");
-        push_u64(&mut line, timings.idle_ns);
-        line.extend_from_slice(b",\"fields\":");
-        push_fields(&mut line, &span.lock_fields());
-        line.extend_from_slice(b",\"thread_id\":");
-        push_u64(&mut line, span.ext().thread_id);
-        line.extend_from_slice(b",\"task\":");
-        push_task(&mut line, span.ext().task.as_deref());
-        line.extend_from_slice(b"}\n");
+        json_lines::write_span(
+            &mut line,
+            &SpanLine {
+                id: id.into_u64(),
+                parent_id: span.parent_id().map(Id::into_u64),
+                trace_id: span.trace_id(),
+                span_id: span.span_id(),
+                parent_span_id: span.parent_span_id(),
+                name: span.name(),
+                target: span.target(),
+                level: span.level(),
+                start_time_ns: timings.start_time_ns,
+                end_time_ns: timings.end_time_ns.unwrap_or(0),
+                busy_ns: timings.busy_ns,
+                idle_ns: timings.idle_ns,
+                fields: &span.lock_fields(),
+                thread_id: span.ext().thread_id,
+                task: span.ext().task.as_deref(),
+            },
+        );
         self.write_line(&line);
     }
 
@@ -180,29 +170,22 @@ impl JsonSink {
         if !self.writing() {
             return;
         }
-        let mut line = Vec::with_capacity(192);
-        line.extend_from_slice(b"{\"type\":\"event\",\"time_ns\":");
-        push_u64(&mut line, crate::ext::wall(crate::ext::now()));
-        line.extend_from_slice(b",\"message\":");
-        push_str(&mut line, &event.message.bind(py).to_string_lossy());
-        line.extend_from_slice(b",\"target\":");
-        push_str(&mut line, &event.target);
-        line.extend_from_slice(b",\"level\":");
-        push_level(&mut line, event.level);
-        line.extend_from_slice(b",\"parent_id\":");
-        push_id(&mut line, event.parent_id);
-        line.extend_from_slice(b",\"trace_id\":");
-        push_hex(&mut line, event.trace.map(|t| t.trace_id), 32);
-        line.extend_from_slice(b",\"span_id\":");
-        push_hex(&mut line, event.trace.map(|t| t.span_id.into()), 16);
-        line.extend_from_slice(b",\"fields\":");
-        push_fields(&mut line, &event.fields);
         let track = crate::tracks::current(py);
-        line.extend_from_slice(b",\"thread_id\":");
-        push_u64(&mut line, crate::tracks::thread_ident());
-        line.extend_from_slice(b",\"task\":");
-        push_task(&mut line, track.task.as_deref());
-        line.extend_from_slice(b"}\n");
+        let mut line = Vec::with_capacity(192);
+        json_lines::write_event(
+            &mut line,
+            &EventLine {
+                time_ns: crate::ext::wall(crate::ext::now()),
+                message: &event.message.bind(py).to_string_lossy(),
+                target: &event.target,
+                level: event.level,
+                parent_id: event.parent_id.map(Id::into_u64),
+                trace: event.trace.map(|t| (t.trace_id, t.span_id)),
+                fields: &event.fields,
+                thread_id: crate::tracks::thread_ident(),
+                task: track.task.as_deref(),
+            },
+        );
         self.write_line(&line);
     }
 
@@ -282,125 +265,6 @@ pub(crate) fn os_error(err: &std::io::Error, path: &std::path::Path) -> PyErr {
     }
 }
 
-fn push_u64(line: &mut Vec<u8>, n: u64) {
-    let _ = write!(line, "{n}");
-}
-
-fn push_id(line: &mut Vec<u8>, id: Option<Id>) {
-    match id {
-        Some(id) => push_u64(line, id.into_u64()),
-        None => line.extend_from_slice(b"null"),
-    }
-}
-
-/// An id as a JSON string of `digits` lowercase hex digits, or `null`.
-fn push_hex(line: &mut Vec<u8>, id: Option<u128>, digits: usize) {
-    match id {
-        Some(id) => {
-            let _ = write!(line, "\"{id:0digits$x}\"");
-        }
-        None => line.extend_from_slice(b"null"),
-    }
-}
-
-fn push_task(line: &mut Vec<u8>, task: Option<&str>) {
-    match task {
-        Some(task) => push_str(line, task),
-        None => line.extend_from_slice(b"null"),
-    }
-}
-
-fn push_str(line: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *line, s);
-}
-
-fn push_level(line: &mut Vec<u8>, level: Level) {
-    line.push(b'"');
-    line.extend_from_slice(level.as_str().as_bytes());
-    line.push(b'"');
-}
-
-/// Field values as JSON: integers of any size as numbers (those written in
-/// hexadecimal, past Python's decimal limit, as `"0x..."` strings), floats
-/// that JSON cannot write (NaN, infinities) as `null`, lone surrogates as
-/// `\uXXXX` escapes, arrays as arrays.
-pub(crate) fn push_fields(line: &mut Vec<u8>, fields: &Fields) {
-    line.push(b'{');
-    for (i, (name, value)) in fields.iter().enumerate() {
-        if i > 0 {
-            line.push(b',');
-        }
-        push_str(line, name);
-        line.push(b':');
-        push_value(line, value);
-    }
-    line.push(b'}');
-}
-
-fn push_value(line: &mut Vec<u8>, value: &Value) {
-    match value {
-        Value::None => line.extend_from_slice(b"null"),
-        Value::Bool(b) => line.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::I64(n) => {
-            let _ = write!(line, "{n}");
-        }
-        Value::U64(n) => push_u64(line, *n),
-        Value::BigInt(digits) if digits.contains('x') => push_str(line, digits),
-        Value::BigInt(digits) => line.extend_from_slice(digits.as_bytes()),
-        Value::F64(x) => {
-            let _ = serde_json::to_writer(&mut *line, x);
-        }
-        Value::Str(s) => push_str(line, s),
-        Value::Surrogates(bytes) => push_surrogates(line, bytes),
-        Value::Array { items, .. } => {
-            line.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    line.push(b',');
-                }
-                push_value(line, item);
-            }
-            line.push(b']');
-        }
-    }
-}
-
-/// A string with lone surrogates (UTF-8 with surrogates encoded as if they
-/// were characters) as a JSON string, each surrogate as a `\uXXXX` escape.
-fn push_surrogates(line: &mut Vec<u8>, mut bytes: &[u8]) {
-    // Each valid stretch escaped as JSON (less its quotes), each surrogate
-    // (three bytes ED xx xx) as its escape.
-    let push_text = |line: &mut Vec<u8>, text: &str| {
-        let quoted = serde_json::to_string(text).unwrap_or_default();
-        line.extend_from_slice(&quoted.as_bytes()[1..quoted.len() - 1]);
-    };
-    line.push(b'"');
-    while !bytes.is_empty() {
-        match std::str::from_utf8(bytes) {
-            Ok(rest) => {
-                push_text(line, rest);
-                break;
-            }
-            Err(e) => {
-                let (valid, rest) = bytes.split_at(e.valid_up_to());
-                push_text(line, std::str::from_utf8(valid).unwrap_or_default());
-                if let [a @ 0xED, b, c, ..] = *rest {
-                    let cp = (u32::from(a & 0x0F) << 12)
-                        | (u32::from(b & 0x3F) << 6)
-                        | u32::from(c & 0x3F);
-                    let _ = write!(line, "\\u{cp:04x}");
-                    bytes = &rest[3..];
-                } else {
-                    line.extend_from_slice("\\ufffd".as_bytes());
-                    bytes = &rest[1..];
-                }
-            }
-        }
-    }
-    line.push(b'"');
-}
-
 /// Flushes every open sink: registered with `atexit`, and to run before
 /// `os.fork()`, when the module loads. A failure counts in the sink's
 /// `write_errors`.
@@ -427,6 +291,8 @@ pub(crate) fn _flush_json_lines(py: Python<'_>) {
 pub(crate) fn _json_lines_forked() {
     FORKS.fetch_add(1, Ordering::Relaxed);
 }
+
+crate::file_layer::file_layer!(JsonLines);
 
 #[pymethods]
 impl JsonLines {
@@ -474,36 +340,10 @@ impl JsonLines {
         self.path.clone()
     }
 
-    #[getter]
-    fn closed(&self) -> bool {
-        !self.sink.open.load(Ordering::Acquire)
-    }
-
     /// Whether events are written.
     #[getter]
     fn events(&self) -> bool {
         self.sink.events
-    }
-
-    /// How many writes failed.
-    #[getter]
-    fn write_errors(&self) -> u64 {
-        self.sink.errors.load(Ordering::Relaxed)
-    }
-
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _ty: &Bound<'_, PyAny>,
-        _value: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

@@ -14,6 +14,7 @@ mod errors;
 mod event;
 mod ext;
 mod fastcall;
+mod file_layer;
 mod gil;
 mod inject;
 mod jsonl_convert;

@@ -28,9 +28,10 @@ use pyo3::types::PyDict;
 use crate::convert;
 use crate::event::Event;
 use crate::ext::SpanExt;
-use crate::jsonlines::{forks, os_error, push_fields};
+use crate::jsonlines::{forks, os_error};
 use crate::layers::{Interval, Sink};
 use crate::tracks::{self, Track};
+use pykregistry_export::json::push_fields;
 
 const BUFFER: usize = 64 * 1024;
 
@@ -400,6 +401,8 @@ pub(crate) struct ChromeTrace {
     path: PathBuf,
 }
 
+crate::file_layer::file_layer!(ChromeTrace);
+
 #[pymethods]
 impl ChromeTrace {
     /// Opens `path` for writing (truncating it). `events=False` leaves
@@ -452,33 +455,8 @@ impl ChromeTrace {
     }
 
     #[getter]
-    fn closed(&self) -> bool {
-        !self.sink.open.load(Ordering::Acquire)
-    }
-
-    #[getter]
     fn events(&self) -> bool {
         self.sink.events
-    }
-
-    #[getter]
-    fn write_errors(&self) -> u64 {
-        self.sink.errors.load(Ordering::Relaxed)
-    }
-
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _ty: &Bound<'_, PyAny>,
-        _value: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
@@ -635,6 +613,8 @@ pub(crate) struct FlameGraph {
     pub(crate) sink: Arc<FlameSink>,
 }
 
+crate::file_layer::file_layer!(FlameGraph);
+
 #[pymethods]
 impl FlameGraph {
     /// Draws to `path` at `flush()`, `close()` and exit: an SVG, or folded
@@ -694,16 +674,6 @@ impl FlameGraph {
         }
     }
 
-    #[getter]
-    fn closed(&self) -> bool {
-        !self.sink.open.load(Ordering::Acquire)
-    }
-
-    #[getter]
-    fn write_errors(&self) -> u64 {
-        self.sink.errors.load(Ordering::Relaxed)
-    }
-
     /// The folded stacks so far: `{"root;child": self_ns}`.
     fn folded<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let lines = self.sink.lock().folded.lines();
@@ -714,21 +684,6 @@ impl FlameGraph {
             }
         }
         Ok(dict)
-    }
-
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
-    }
-
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        _ty: &Bound<'_, PyAny>,
-        _value: &Bound<'_, PyAny>,
-        _tb: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

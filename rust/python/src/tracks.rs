@@ -86,7 +86,9 @@ fn current_task(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
 
 /// The calling thread's track.
 fn thread_track(py: Python<'_>) -> Track {
-    if let Some(t) = THREAD.with(|t| t.borrow().clone()) {
+    // `try_with`: during the thread's teardown its storage is gone; a panic
+    // must never reach Python (R15), the track is then made afresh.
+    if let Some(t) = THREAD.try_with(|t| t.borrow().clone()).ok().flatten() {
         return t;
     }
     let name = py
@@ -99,7 +101,7 @@ fn thread_track(py: Python<'_>) -> Track {
         label: name.into(),
         task: None,
     };
-    THREAD.with(|t| *t.borrow_mut() = Some(track.clone()));
+    let _ = THREAD.try_with(|t| *t.borrow_mut() = Some(track.clone()));
     track
 }
 
