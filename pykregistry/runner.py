@@ -173,20 +173,14 @@ class _OutputError(Exception):
 def _layers(args: argparse.Namespace) -> list[object]:
     """The layers the options ask for, each file opened (and truncated)."""
     layers: list[object] = []
-    files: list[tuple[str, str, str]] = [
-        ("--jsonl", "JsonLines", args.jsonl),
-        ("--perfetto", "ChromeTrace", args.perfetto),
-        ("--flamegraph", "FlameGraph", args.flamegraph),
+    files: list[tuple[Callable[[str], object], str | None]] = [
+        (pykregistry.JsonLines, args.jsonl),
+        (pykregistry.ChromeTrace, args.perfetto),
+        (pykregistry.FlameGraph, args.flamegraph),
     ]
-    for option, name, path in files:
+    for layer_class, path in files:
         if path is None:
             continue
-        layer_class: Callable[[str], object] | None = getattr(pykregistry, name, None)
-        if layer_class is None:
-            raise _OutputError(
-                f"{option} needs pykregistry.{name}, which this build of pykregistry does not have",
-                2,
-            )
         try:
             layers.append(layer_class(path))
         except OSError as e:
