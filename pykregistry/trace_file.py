@@ -12,8 +12,7 @@ Lines that are not what ``JsonLines`` writes (not JSON, a span without its
 numbers, and the rest of the file is read as if they were not there.
 
     >>> import io
-    >>> from pykregistry.spilled_trees import SpilledTrees
-from pykregistry.tree import TreeStyle
+    >>> from pykregistry.tree import TreeStyle
     >>> lines = io.BytesIO(
     ...     b'{"type": "span", "id": 2, "parent_id": 1, "trace_id": "0af7", "span_id": "b7",'
     ...     b' "parent_span_id": "a1", "name": "db.query", "target": "app", "level": "DEBUG",'
