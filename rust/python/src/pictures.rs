@@ -59,25 +59,23 @@ fn open_pictures() -> Vec<Arc<dyn Picture>> {
 /// Before `os.fork()`: every picture writes out what it has.
 #[pyfunction]
 pub(crate) fn _flush_pictures(py: Python<'_>) {
-    let open = open_pictures();
-    let failures: Vec<_> = py.detach(|| {
-        open.iter()
-            .filter_map(|p| p.flush().err().map(|e| (Arc::clone(p), e)))
-            .collect()
-    });
-    for (p, e) in failures {
-        p.failed(&e);
-    }
+    each_picture(py, |p| p.flush());
 }
 
 /// At interpreter exit, after open spans have closed: every picture is
 /// finished (one complete document each).
 #[pyfunction]
 pub(crate) fn _close_pictures(py: Python<'_>) {
+    each_picture(py, |p| p.close());
+}
+
+/// Runs `op` on every open picture with the GIL released, then reports
+/// each failure (Python code: the unraisable hook) holding it.
+fn each_picture(py: Python<'_>, op: fn(&dyn Picture) -> io::Result<()>) {
     let open = open_pictures();
     let failures: Vec<_> = py.detach(|| {
         open.iter()
-            .filter_map(|p| p.close().err().map(|e| (Arc::clone(p), e)))
+            .filter_map(|p| op(&**p).err().map(|e| (Arc::clone(p), e)))
             .collect()
     });
     for (p, e) in failures {
