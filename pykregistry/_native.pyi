@@ -563,11 +563,13 @@ class JsonLines:
 
     Spans: ``{"type": "span", "id", "parent_id", "trace_id", "span_id",
     "parent_span_id", "name", "target", "level", "start_time_ns",
-    "end_time_ns", "busy_ns", "idle_ns", "fields", "thread_id", "task"}``;
-    events: ``{"type": "event", "time_ns", "message", "target", "level",
-    "parent_id", "trace_id", "span_id", "fields", "thread_id", "task"}``
-    (``thread_id``: ``threading.get_ident()`` of the thread that made the
-    span or event; ``task``: its asyncio task's name, or ``null``). ``trace_id`` (32 hex digits),
+    "end_time_ns", "busy_ns", "idle_ns", "fields", "thread_id", "task",
+    "on_parent_track"}``; events: ``{"type": "event", "time_ns", "message",
+    "target", "level", "parent_id", "trace_id", "span_id", "fields",
+    "thread_id", "task"}`` (``thread_id``: ``threading.get_ident()`` of the
+    thread that made the span or event; ``task``: its asyncio task's name,
+    or ``null``; ``on_parent_track``: whether the span was made on its
+    parent's thread and task, ``null`` without a parent). ``trace_id`` (32 hex digits),
     ``span_id`` and ``parent_span_id`` (16) link spans and events into trees
     (an event's are its parent span's); they are ``null`` where there is
     none. The registry's ``id`` and ``parent_id`` recur after slot reuse:

@@ -5,6 +5,7 @@ the program it observes."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -35,6 +36,7 @@ SPAN_KEYS = [
     "fields",
     "thread_id",
     "task",
+    "on_parent_track",
 ]
 EVENT_KEYS = [
     "type",
@@ -105,6 +107,37 @@ def test_jsonlines_writes_spans_as_they_close_and_events(tmp_path: Path, make: A
     assert outer["start_time_ns"] <= inner["start_time_ns"] <= inner["end_time_ns"]
     assert inner["end_time_ns"] <= outer["end_time_ns"]
     assert event["time_ns"] >= inner["start_time_ns"]
+
+
+def test_jsonlines_says_whether_a_span_ran_on_its_parents_track(tmp_path: Path, make: Any) -> None:
+    # What a flame graph's self time needs (docs/cli.md): the child says it,
+    # so a conversion keeps one number per open span, not one per track.
+    path = tmp_path / "trace.jsonl"
+    with JsonLines(path) as out:
+        reg = make(layers=[out])
+
+        async def spawned() -> None:
+            with reg.span("in_task"), reg.span("nested"):
+                pass
+
+        async def main() -> None:
+            with reg.span("root") as root:
+                with reg.span("inline"):
+                    pass
+                await asyncio.gather(spawned())
+                thread = threading.Thread(target=lambda: reg.span("in_thread", parent=root).close())
+                thread.start()
+                thread.join()
+
+        asyncio.run(main())
+    said = {span["name"]: span["on_parent_track"] for span in lines(path)}
+    assert said == {
+        "root": None,  # no parent
+        "inline": True,
+        "nested": True,  # same task as its parent in_task
+        "in_task": False,  # another asyncio task
+        "in_thread": False,  # another thread
+    }
 
 
 def test_jsonlines_options_and_closing(tmp_path: Path, make: Any) -> None:

@@ -113,8 +113,12 @@ type TrackKey = (Option<u64>, Option<String>);
 
 #[derive(Debug, Default)]
 struct Pending {
-    /// Busy time of children read so far, per track (one span's children
-    /// may run on 100,000s of tasks: a map, not a list).
+    /// Busy time of children read so far that say they ran on this span's
+    /// track (`on_parent_track`, which `JsonLines` writes).
+    busy_on_track: u64,
+    /// Busy time of children that do not say, per track: only for files
+    /// without `on_parent_track` (older versions, other writers), where it
+    /// grows with the tracks under one open span.
     busy_by_track: HashMap<TrackKey, u64>,
     /// Their stacks (relative to this span) and self times.
     stacks: HashMap<String, u64>,
@@ -126,7 +130,9 @@ struct Pending {
 /// span's stack is only known when its root is read: until then its
 /// children's stacks wait with it (memory bounded by the tree of spans
 /// still open, and the number of distinct stacks). A span's self time is
-/// its `busy_ns` less that of its children on its own thread and task.
+/// its `busy_ns` less that of its children on its own thread and task,
+/// which each child's `on_parent_track` says; so an open span costs one
+/// entry, however many tasks its children ran on.
 /// Spans whose parent never appears (a file cut short, a remote parent)
 /// are stacks of their own at the end.
 pub fn jsonl_to_folded(
@@ -151,7 +157,8 @@ pub fn jsonl_to_folded(
                 let track = (line.thread_id, line.task.as_deref().map(str::to_owned));
                 let mine = pending.remove(&span_id).unwrap_or_default();
                 let busy = line.busy_ns.unwrap_or(0);
-                let children = mine.busy_by_track.get(&track).copied().unwrap_or(0);
+                let children =
+                    mine.busy_on_track + mine.busy_by_track.get(&track).copied().unwrap_or(0);
                 let mut stacks = mine.stacks;
                 let relative: Vec<(String, u64)> =
                     std::iter::once((name.clone(), busy.saturating_sub(children)))
@@ -185,7 +192,11 @@ pub fn jsonl_to_folded(
                     Some(p) => {
                         let waiting = pending.entry(p).or_default();
                         if direct {
-                            *waiting.busy_by_track.entry(track).or_insert(0) += busy;
+                            match line.on_parent_track {
+                                Some(true) => waiting.busy_on_track += busy,
+                                Some(false) => {}
+                                None => *waiting.busy_by_track.entry(track).or_insert(0) += busy,
+                            }
                         }
                         for (s, n) in relative {
                             *waiting.stacks.entry(full(&s)).or_insert(0) += n;
@@ -245,6 +256,26 @@ mod tests {
         assert_eq!(folded.get("request;handler"), 20);
         assert_eq!(folded.get("request;worker"), 70);
         assert_eq!(folded.get("request"), 50);
+    }
+
+    /// With `on_parent_track` (as `JsonLines` writes it) the child says
+    /// whether it counts against its parent's self time; its own track is
+    /// not compared.
+    #[test]
+    fn a_childs_on_parent_track_decides_what_its_parent_loses() {
+        let said = |line: String, on: bool| {
+            line.replacen('}', &format!(r#","on_parent_track":{on}}}"#), 1)
+        };
+        let text = [
+            said(span("inline", 2, Some(1), 30, Some("Task-2")), true),
+            said(span("spawned", 3, Some(1), 20, None), false),
+            span("root", 1, None, 100, None),
+        ]
+        .join("\n");
+        let (folded, _) = jsonl_to_folded(text.as_bytes(), &mut |_| true).unwrap();
+        assert_eq!(folded.get("root"), 70);
+        assert_eq!(folded.get("root;inline"), 30);
+        assert_eq!(folded.get("root;spawned"), 20);
     }
 
     #[test]

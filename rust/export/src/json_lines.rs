@@ -40,6 +40,11 @@ pub struct SpanLine<'a> {
     pub thread_id: u64,
     /// The asyncio task that made it, by name, if any.
     pub task: Option<&'a str>,
+    /// Whether it was made on the thread and task of its registry parent
+    /// (`None` without one). What a flame graph's self time needs of the
+    /// parent, said by the child: a conversion then keeps one number per
+    /// open span, not one per track its children ran on.
+    pub on_parent_track: Option<bool>,
 }
 
 /// An event, as its line names it.
@@ -97,6 +102,12 @@ pub fn write_span(out: &mut Vec<u8>, span: &SpanLine<'_>) {
     push_u64(out, span.thread_id);
     out.extend_from_slice(b",\"task\":");
     push_opt_str(out, span.task);
+    out.extend_from_slice(b",\"on_parent_track\":");
+    out.extend_from_slice(match span.on_parent_track {
+        Some(true) => b"true",
+        Some(false) => b"false",
+        None => b"null",
+    });
     out.extend_from_slice(b"}\n");
 }
 
@@ -156,6 +167,7 @@ mod tests {
             fields: &fields,
             thread_id: 42,
             task: Some("Task-1 main"),
+            on_parent_track: Some(false),
         };
         let mut out = Vec::new();
         write_span(&mut out, &span);
@@ -168,13 +180,18 @@ mod tests {
         assert!(v["fields"]["n"].is_null());
         assert_eq!(v["task"], "Task-1 main");
         assert_eq!(v["level"], "INFO");
+        assert_eq!(v["on_parent_track"], false);
         let jsonl::Record::Span {
-            span_id, parent, ..
+            span_id,
+            parent,
+            line,
+            ..
         } = jsonl::parse(&out[..out.len() - 1]).unwrap()
         else {
             panic!("not read back as a span")
         };
         assert_eq!((span_id, parent), (0xdef, Some(1)));
+        assert_eq!(line.on_parent_track, Some(false));
     }
 
     #[test]

@@ -97,6 +97,10 @@ pub struct Line<'a> {
     /// The asyncio task it was made in, by name.
     #[serde(default, borrow)]
     pub task: Option<Cow<'a, str>>,
+    /// A span's: whether it was made on its parent's thread and task
+    /// (absent in files of older versions and other writers).
+    #[serde(default)]
+    pub on_parent_track: Option<bool>,
 }
 
 /// A checked line.

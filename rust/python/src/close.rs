@@ -14,7 +14,7 @@ use crate::span_ref::SpanRef;
 /// layers' `on_end` see it.
 pub(crate) fn ended(py: Python<'_>, core: &Core, id: Id, span: &SpanData<SpanExt>) {
     let layers = core.hooks();
-    layers.write_span(id, span);
+    layers.write_span(core, id, span);
     layers.dispatch(py, Step::End, || {
         Ok((Bound::new(py, SpanRef::new(core.clone(), id))?,))
     });

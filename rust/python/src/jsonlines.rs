@@ -28,7 +28,7 @@ use pyo3::prelude::*;
 use crate::convert;
 use crate::event::Event;
 use crate::ext::SpanExt;
-use crate::layers::Sink;
+use crate::layers::{Core, Sink};
 
 /// Where lines go. Shared by the Python object and the registries it was
 /// added to (as their [`Sink`]).
@@ -65,8 +65,8 @@ impl Sink for JsonSink {
         self.events
     }
 
-    fn write_span(&self, id: Id, span: &SpanData<SpanExt>) {
-        self.line_of_span(id, span);
+    fn write_span(&self, core: &Core, id: Id, span: &SpanData<SpanExt>) {
+        self.line_of_span(core, id, span);
     }
 
     fn write_event(&self, py: Python<'_>, event: &Event) {
@@ -136,11 +136,16 @@ impl JsonSink {
     }
 
     /// The line for a span at its end (its timings are final, R14).
-    fn line_of_span(&self, id: Id, span: &SpanData<SpanExt>) {
+    fn line_of_span(&self, core: &Core, id: Id, span: &SpanData<SpanExt>) {
         if !self.writing() {
             return;
         }
         let timings = span.ext().timings();
+        // Its registry parent is live: the span holds it until it closes.
+        let on_parent_track = span.parent_id().and_then(|p| core.get(p)).map(|parent| {
+            let (mine, theirs) = (span.ext(), parent.ext());
+            mine.thread_id == theirs.thread_id && mine.task == theirs.task
+        });
         let mut line = Vec::with_capacity(256);
         json_lines::write_span(
             &mut line,
@@ -160,6 +165,7 @@ impl JsonSink {
                 fields: &span.lock_fields(),
                 thread_id: span.ext().thread_id,
                 task: span.ext().task.as_deref(),
+                on_parent_track,
             },
         );
         self.write_line(&line);

@@ -43,8 +43,9 @@ pub(crate) fn release(core: &Core, id: Id) {
 pub(crate) trait Sink: Send + Sync {
     /// Whether it writes events (spans it always writes).
     fn writes_events(&self) -> bool;
-    /// R14: a span at its end; its timings are final.
-    fn write_span(&self, id: Id, span: &SpanData<SpanExt>);
+    /// R14: a span at its end; its timings are final. `core` is its
+    /// registry (the span's parent, if any, is still in it).
+    fn write_span(&self, core: &Core, id: Id, span: &SpanData<SpanExt>);
     /// An event.
     fn write_event(&self, py: Python<'_>, event: &Event);
     /// R10: `span` follows from the span named `follows` (R13).
@@ -340,11 +341,11 @@ impl Layers {
     }
 
     /// R14: a span at its end: the sinks write it.
-    pub(crate) fn write_span(&self, id: Id, span: &SpanData<SpanExt>) {
+    pub(crate) fn write_span(&self, core: &Core, id: Id, span: &SpanData<SpanExt>) {
         if self.sinks_on.load(Ordering::Acquire) {
             let sinks = Arc::clone(&self.sinks.read().unwrap_or_else(PoisonError::into_inner));
             for sink in sinks.iter() {
-                sink.write_span(id, span);
+                sink.write_span(core, id, span);
             }
         }
     }

@@ -30,7 +30,7 @@ use crate::convert;
 use crate::event::Event;
 use crate::ext::SpanExt;
 use crate::gil::GilCell;
-use crate::layers::Sink;
+use crate::layers::{Core, Sink};
 
 /// What the Python object and the registries it was added to (as their
 /// [`Sink`]) share.
@@ -97,7 +97,7 @@ impl Sink for OtlpSink {
         true
     }
 
-    fn write_span(&self, _id: Id, span: &SpanData<SpanExt>) {
+    fn write_span(&self, _core: &Core, _id: Id, span: &SpanData<SpanExt>) {
         let timings = span.ext().timings();
         let record = SpanRecord {
             trace_id: span.trace_id(),

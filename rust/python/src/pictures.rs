@@ -29,7 +29,7 @@ use crate::convert;
 use crate::event::Event;
 use crate::ext::SpanExt;
 use crate::jsonlines::{forks, os_error};
-use crate::layers::{Interval, Sink};
+use crate::layers::{Core, Interval, Sink};
 use crate::tracks::{self, Track};
 use pykregistry_export::json::push_fields;
 
@@ -190,7 +190,7 @@ impl Sink for ChromeSink {
     }
 
     /// R14: the span ended: no arrow starts from it any more.
-    fn write_span(&self, _id: Id, span: &SpanData<SpanExt>) {
+    fn write_span(&self, _core: &Core, _id: Id, span: &SpanData<SpanExt>) {
         if !self.writing() {
             return;
         }
@@ -516,7 +516,7 @@ impl Sink for FlameSink {
         false
     }
 
-    fn write_span(&self, _id: Id, _span: &SpanData<SpanExt>) {}
+    fn write_span(&self, _core: &Core, _id: Id, _span: &SpanData<SpanExt>) {}
 
     fn write_event(&self, _py: Python<'_>, _event: &Event) {}
 
