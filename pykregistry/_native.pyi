@@ -54,6 +54,7 @@ __all__ = [
     "_otel_detach",
     "_otlp_forked",
     "_reseed_ids",
+    "_shift_wall_clock",
     "_shutdown_otlp_exporters",
     "inject",
 ]
@@ -945,6 +946,10 @@ def _otel_detach(token: object) -> None:
 def _otlp_forked() -> None:
     """Run in a child process after ``os.fork()``: each
     :class:`OtlpExporter` made in the parent starts afresh there."""
+
+def _shift_wall_clock(shift_ns: int) -> None:
+    """Tests: from now on the wall clock reads ``shift_ns`` later (earlier
+    when negative), as if it had been stepped while the program ran."""
 
 def _reseed_ids() -> None:
     """Run in a child process after ``os.fork()``: draws a new key for span

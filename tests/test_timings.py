@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import weakref
@@ -92,6 +95,62 @@ def test_start_time_is_fixed_at_creation_not_at_entry(treg: Registry) -> None:
         assert span.ref.start_time_ns == start
     finally:
         span.close()
+
+
+def test_wall_times_follow_the_wall_clock_when_it_is_stepped() -> None:
+    # NTP steps and slews the wall clock under a running program, and the
+    # TSC's rate is known only to a few parts per million: a span's start
+    # must follow time.time_ns() as it is when the span is made, not as it
+    # was when the module loaded. Its end is its start plus its life on the
+    # monotonic clock, so a step during its life does not make it an hour
+    # long. (A subprocess: the shift is process-wide.)
+    program = textwrap.dedent(
+        """
+        import time
+        import pykregistry
+        from pykregistry import _native
+
+        class Ends:
+            def on_close(self, span):
+                life = span.end_time_ns - span.start_time_ns
+                print(span.name, life == span.busy_ns + span.idle_ns, life < 10**10)
+
+        reg = pykregistry.Registry(layers=[Ends()])
+        early = reg.span("early")
+        early_start = early.ref.start_time_ns
+        hour = 3600 * 10**9
+        _native._shift_wall_clock(hour)  # the clock is stepped an hour on
+        time.sleep(1.2)  # past the life of the anchor taken at import
+        before = time.time_ns() + hour
+        late = reg.span("late")
+        late_start = late.ref.start_time_ns
+        after = time.time_ns() + hour
+        late.close()
+        # The late span starts on the stepped clock; the early one keeps the
+        # start it was given.
+        print("late_start", before - 10**9 <= late_start <= after + 10**9)
+        print("early_start", early.ref.start_time_ns == early_start)
+        early.close()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "late True True",
+        "late_start True",
+        "early_start True",
+        "early True True",
+    ]
+
+
+def test_start_and_end_never_change_once_given(treg: Registry, layer: CloseTimes) -> None:
+    span = treg.span("s")
+    start = span.ref.start_time_ns
+    span.close()
+    assert layer.closed["s"]["start"] == start
+    assert layer.closed["s"]["end"] >= start
 
 
 def test_later_spans_start_later(treg: Registry) -> None:

@@ -3,10 +3,18 @@
 //!
 //! Timings use the TSC through `quanta` where it is reliable (about 10 ns a
 //! read, against 25 ns for `clock_gettime`): a span reads the clock when it
-//! is created, entered, exited and ended. Wall-clock times are derived from
-//! one anchor taken when the module loads, so they cost no extra read.
+//! is created, entered, exited and ended. Its start is converted to
+//! wall-clock time once, at creation, from an anchor (a raw reading and the
+//! wall time taken together), so it never changes and costs no extra clock
+//! read; its end is that start plus its busy and idle time, which are raw
+//! differences (a wall clock stepped meanwhile changes neither its duration
+//! nor its order). The anchor is taken again when a conversion finds it
+//! more than a second old: the TSC's rate is known only to a few parts per
+//! million, and the wall clock is slewed and stepped by NTP, so one anchor
+//! for the process's life would drift away from `time.time_ns()` (and from
+//! the other services' spans a collector puts beside ours).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,28 +23,93 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
+/// A raw reading and the wall time (ns since the epoch) taken with it.
+#[derive(Clone, Copy)]
+struct Anchor {
+    raw: u64,
+    wall_ns: u64,
+}
+
+/// How long an anchor serves before conversions take a new one.
+const ANCHOR_LIFE_NS: u64 = 1_000_000_000;
+
 struct Clock {
     source: quanta::Clock,
-    /// Raw reading and wall time (ns since the epoch) taken together.
-    anchor_raw: u64,
-    anchor_wall_ns: u64,
+    /// A sequence lock over the current anchor: odd while it is moved (a
+    /// conversion that meets it moving takes its own, and never waits).
+    seq: AtomicU64,
+    raw: AtomicU64,
+    wall_ns: AtomicU64,
+    /// Added to the wall clock's reading: `_shift_wall_clock`, for tests of
+    /// a clock stepped under a running program.
+    shift_ns: AtomicU64,
 }
 
 static CLOCK: OnceLock<Clock> = OnceLock::new();
 
 fn clock() -> &'static Clock {
     CLOCK.get_or_init(|| {
-        let clock = quanta::Clock::new();
-        let anchor_raw = clock.raw();
-        let anchor_wall_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let source = quanta::Clock::new();
+        let raw = source.raw();
         Clock {
-            source: clock,
-            anchor_raw,
-            anchor_wall_ns,
+            source,
+            seq: AtomicU64::new(0),
+            raw: AtomicU64::new(raw),
+            wall_ns: AtomicU64::new(system_ns(0)),
+            shift_ns: AtomicU64::new(0),
         }
     })
+}
+
+/// The wall clock, ns since the epoch, plus `shift` (wrapping: a shift
+/// back is a large number).
+fn system_ns(shift: u64) -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .wrapping_add(shift)
+}
+
+impl Clock {
+    /// The current anchor, read without a lock or a wait.
+    fn anchor(&self) -> Anchor {
+        let seq = self.seq.load(Ordering::Acquire);
+        let anchor = Anchor {
+            raw: self.raw.load(Ordering::Relaxed),
+            wall_ns: self.wall_ns.load(Ordering::Relaxed),
+        };
+        fence(Ordering::Acquire);
+        if seq & 1 == 0 && self.seq.load(Ordering::Relaxed) == seq {
+            anchor
+        } else {
+            self.fresh()
+        }
+    }
+
+    /// An anchor taken now.
+    fn fresh(&self) -> Anchor {
+        Anchor {
+            raw: self.source.raw(),
+            wall_ns: system_ns(self.shift_ns.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// A new anchor, unless another thread is taking one.
+    fn reanchor(&self, seq: u64) {
+        if seq & 1 != 0
+            || self
+                .seq
+                .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        fence(Ordering::Release);
+        let Anchor { raw, wall_ns } = self.fresh();
+        self.raw.store(raw, Ordering::Relaxed);
+        self.wall_ns.store(wall_ns, Ordering::Relaxed);
+        self.seq.store(seq + 2, Ordering::Release);
+    }
 }
 
 /// A raw monotonic reading.
@@ -45,14 +118,35 @@ pub(crate) fn now() -> u64 {
     clock().source.raw()
 }
 
-/// Wall-clock time (ns since the epoch) of raw reading `raw`.
+/// Wall-clock time (ns since the epoch) of raw reading `raw`, from the
+/// current anchor, or from a new one when `raw` is more than
+/// [`ANCHOR_LIFE_NS`] past it.
 pub(crate) fn wall(raw: u64) -> u64 {
     let c = clock();
-    if raw >= c.anchor_raw {
-        c.anchor_wall_ns.saturating_add(nanos(c.anchor_raw, raw))
-    } else {
-        c.anchor_wall_ns.saturating_sub(nanos(raw, c.anchor_raw))
+    let seq = c.seq.load(Ordering::Relaxed);
+    let mut anchor = c.anchor();
+    if raw >= anchor.raw {
+        let since = c.source.delta_as_nanos(anchor.raw, raw);
+        if since <= ANCHOR_LIFE_NS {
+            return anchor.wall_ns.saturating_add(since);
+        }
+        c.reanchor(seq);
+        anchor = c.anchor();
     }
+    if raw >= anchor.raw {
+        anchor.wall_ns.saturating_add(nanos(anchor.raw, raw))
+    } else {
+        anchor.wall_ns.saturating_sub(nanos(raw, anchor.raw))
+    }
+}
+
+/// Tests: from now on the wall clock reads `shift_ns` later (earlier when
+/// negative), as if it had been stepped; anchors taken from now on see it.
+#[pyfunction]
+pub(crate) fn _shift_wall_clock(shift_ns: i64) {
+    clock()
+        .shift_ns
+        .store(shift_ns.cast_unsigned(), Ordering::Relaxed);
 }
 
 /// Nanoseconds from raw reading `from` to raw reading `to`, never negative.
@@ -66,8 +160,9 @@ fn nanos(from: u64, to: u64) -> u64 {
 /// Per-span data of the bindings. Reset to its default when the slot is
 /// cleared, which drops the extensions dict.
 pub(crate) struct SpanExt {
-    /// Raw reading at creation.
-    created: u64,
+    /// Wall-clock time at creation, ns since the epoch: converted then, so
+    /// that it never changes (see [`wall`]).
+    start_wall_ns: u64,
     /// Raw reading at the last change between busy and idle.
     last: AtomicU64,
     /// Live entries in any context; busy while > 0.
@@ -98,7 +193,7 @@ pub(crate) struct SpanExt {
 impl Default for SpanExt {
     fn default() -> Self {
         SpanExt {
-            created: 0,
+            start_wall_ns: 0,
             last: AtomicU64::new(0),
             entered: AtomicU32::new(0),
             others: AtomicU32::new(0),
@@ -139,7 +234,7 @@ impl SpanExt {
         self.thread_id = thread_id;
         self.task = task;
         let t = now();
-        self.created = t;
+        self.start_wall_ns = wall(t);
         *self.last.get_mut() = t;
     }
 
@@ -247,8 +342,11 @@ impl SpanExt {
             }
         }
         Timings {
-            start_time_ns: wall(self.created),
-            end_time_ns: (ended != 0).then(|| wall(ended)),
+            start_time_ns: self.start_wall_ns,
+            // Its start plus its life on the monotonic clock, so that a
+            // wall clock stepped meanwhile changes neither its duration nor
+            // its order, and end - start is busy + idle.
+            end_time_ns: (ended != 0).then(|| self.start_wall_ns.saturating_add(busy + idle)),
             busy_ns: busy,
             idle_ns: idle,
         }

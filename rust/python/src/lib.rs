@@ -62,6 +62,8 @@ mod _native {
     #[pymodule_export]
     use crate::event::Event;
     #[pymodule_export]
+    use crate::ext::_shift_wall_clock;
+    #[pymodule_export]
     use crate::inject::inject;
     #[pymodule_export]
     use crate::jsonl_convert::{_jsonl_to_chrome, _jsonl_to_flamegraph};
