@@ -144,9 +144,10 @@ pub(crate) fn wall(raw: u64) -> u64 {
 /// negative), as if it had been stepped; anchors taken from now on see it.
 #[pyfunction]
 pub(crate) fn _shift_wall_clock(shift_ns: i64) {
-    clock()
-        .shift_ns
-        .store(shift_ns.cast_unsigned(), Ordering::Relaxed);
+    clock().shift_ns.store(
+        u64::from_ne_bytes(shift_ns.to_ne_bytes()),
+        Ordering::Relaxed,
+    );
 }
 
 /// Nanoseconds from raw reading `from` to raw reading `to`, never negative.
