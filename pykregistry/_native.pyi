@@ -553,6 +553,12 @@ class Event:
         :attr:`RemoteParent.span_id`), or ``None``."""
 
     @property
+    def time_ns(self) -> int:
+        """When it was emitted, ns since the epoch; in a live span, on that
+        span's clock (between its ``start_time_ns`` and ``end_time_ns``),
+        the same for every layer and exporter."""
+
+    @property
     def fields(self) -> dict[str, object]:
         """A copy of the event's fields."""
 

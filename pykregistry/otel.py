@@ -330,11 +330,9 @@ class OpenTelemetryLayer:
         if span is None or span_id is None or span.span_id != span_id:
             self._wrong_registry()
             return
-        # Now, on the clock the span's own times come from: its start plus
-        # its busy and idle time so far. Not time.time_ns(): the registry's
-        # clock is the TSC set to the wall clock once, and the two drift
-        # apart by milliseconds (events would fall outside their span).
-        at = span.start_time_ns + span.busy_ns + span.idle_ns
+        # Event.time_ns is on the span's own clock (its start plus its
+        # life so far), so the event falls inside the span.
+        at = event.time_ns
         attributes = _attributes(event.fields)
         attributes["level"] = _LEVEL_NAMES[event.level]
         target = event.target

@@ -266,7 +266,16 @@ VIEW_PROPS = [
     "closed",
 ]
 CALLSITE_PROPS = ["enabled", "name", "target", "level", "fields_tuple", "registry"]
-EVENT_PROPS = ["message", "level", "target", "parent_id", "trace_id", "span_id", "fields"]
+EVENT_PROPS = [
+    "message",
+    "level",
+    "target",
+    "parent_id",
+    "trace_id",
+    "span_id",
+    "fields",
+    "time_ns",
+]
 # The scene's JsonLines writes to os.devnull; its constructor is not fuzzed
 # (fuzzed paths would create files), tests/test_jsonlines.py covers it.
 JSON_LINES_METHODS = ["flush", "close", "__enter__", "__exit__", "__repr__"]

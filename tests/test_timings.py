@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import subprocess
 import sys
 import textwrap
@@ -442,3 +443,32 @@ def test_extensions_shared_across_handles_and_views(treg: Registry) -> None:
             assert other.ref.extensions == {"x": 1}
         finally:
             other.close()
+
+
+def test_an_events_time_is_inside_its_span_and_the_same_for_every_layer(
+    tmp_path: Any, layer: CloseTimes
+) -> None:
+    class Events:
+        def __init__(self) -> None:
+            self.times: list[int] = []
+
+        def on_event(self, event: pykregistry.Event) -> None:
+            self.times.append(event.time_ns)
+
+    events = Events()
+    path = tmp_path / "t.jsonl"
+    with pykregistry.JsonLines(path) as out:
+        reg = Registry(layers=[layer, events, out])
+        before = time.time_ns()
+        reg.event("outside")
+        with reg.span("s"):
+            time.sleep(SLEEP)
+            reg.event("inside")
+            time.sleep(SLEEP)
+        after = time.time_ns()
+    outside, inside = events.times
+    assert before - WINDOW <= outside <= after + WINDOW
+    span = layer.closed["s"]
+    assert span["start"] + AT_LEAST <= inside <= span["end"] - AT_LEAST
+    written = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["time_ns"] for line in written if line["type"] == "event"] == events.times

@@ -17,6 +17,8 @@ pub(crate) struct Event {
     /// live; exports link the event by these, not by `parent_id`.
     pub(crate) trace: Option<TraceParent>,
     pub(crate) fields: Fields,
+    /// When it was emitted, ns since the epoch.
+    pub(crate) time_ns: u64,
 }
 
 #[pymethods]
@@ -51,6 +53,13 @@ impl Event {
     #[getter]
     fn span_id(&self) -> Option<u64> {
         self.trace.map(|t| t.span_id)
+    }
+
+    /// When it was emitted, ns since the epoch: in a live span, on that
+    /// span's clock (between its `start_time_ns` and `end_time_ns`).
+    #[getter]
+    fn time_ns(&self) -> u64 {
+        self.time_ns
     }
 
     #[getter]

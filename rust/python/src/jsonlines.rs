@@ -181,7 +181,7 @@ impl JsonSink {
         json_lines::write_event(
             &mut line,
             &EventLine {
-                time_ns: crate::ext::wall(crate::ext::now()),
+                time_ns: event.time_ns,
                 message: &event.message.bind(py).to_string_lossy(),
                 target: &event.target,
                 level: event.level,

@@ -121,7 +121,7 @@ impl Sink for OtlpSink {
         // Events outside any span have no span to go in.
         let Some(parent) = event.trace else { return };
         let record = EventRecord {
-            time_ns: crate::ext::wall(crate::ext::now()),
+            time_ns: event.time_ns,
             message: event.message.bind(py).to_string_lossy().into(),
             target: event.target.as_str().into(),
             level: event.level,

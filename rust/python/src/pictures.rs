@@ -219,12 +219,11 @@ impl Sink for ChromeSink {
             &fields,
             &[],
         );
-        let at = wall_now();
         let result = {
             let mut s = self.lock();
             s.name_track(&track);
             let ChromeState { doc, buf, .. } = &mut *s;
-            doc.instant(buf, track.id, at, &message, &event.target, &args);
+            doc.instant(buf, track.id, event.time_ns, &message, &event.target, &args);
             s.write_out(false)
         };
         self.done(result);

@@ -309,16 +309,31 @@ impl PyRegistry {
         {
             return Ok(());
         }
+        // Its time, once for every layer and sink: in a live parent, on
+        // the parent's clock (its start plus its life so far), so that it
+        // always falls inside the span's own start and end.
+        let (trace, time_ns) = match remote {
+            Some(r) => (Some(r.get().0.trace_parent), None),
+            None => match parent.and_then(|p| self.core.get(p)) {
+                Some(span) => {
+                    let t = span.ext().timings();
+                    let within = t
+                        .end_time_ns
+                        .is_none()
+                        .then(|| t.start_time_ns.saturating_add(t.busy_ns + t.idle_ns));
+                    (Some(span.as_trace_parent()), within)
+                }
+                None => (None, None),
+            },
+        };
         let event = Event {
             message: message.clone().unbind(),
             level: args.level,
             target,
             parent_id: parent,
-            trace: match remote {
-                Some(r) => Some(r.get().0.trace_parent),
-                None => parent.and_then(|p| Some(self.core.get(p)?.as_trace_parent())),
-            },
+            trace,
             fields: convert::fields_from_items(args.fields)?,
+            time_ns: time_ns.unwrap_or_else(|| crate::ext::wall(crate::ext::now())),
         };
         hooks.write_event(py, &event);
         hooks.dispatch(py, Step::Event, || Ok((Bound::new(py, event)?,)));
