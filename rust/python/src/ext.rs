@@ -50,12 +50,12 @@ static CLOCK: OnceLock<Clock> = OnceLock::new();
 fn clock() -> &'static Clock {
     CLOCK.get_or_init(|| {
         let source = quanta::Clock::new();
-        let raw = source.raw();
+        let first = paired(&source, 0);
         Clock {
             source,
             seq: AtomicU64::new(0),
-            raw: AtomicU64::new(raw),
-            wall_ns: AtomicU64::new(system_ns(0)),
+            raw: AtomicU64::new(first.raw),
+            wall_ns: AtomicU64::new(first.wall_ns),
             shift_ns: AtomicU64::new(0),
         }
     })
@@ -68,6 +68,28 @@ fn system_ns(shift: u64) -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .wrapping_add(shift)
+}
+
+/// An anchor taken now from `source` and the wall clock (plus `shift`):
+/// the wall clock read between two raw readings, paired with their
+/// midpoint. A thread preempted in between would pair them tens of
+/// microseconds apart, so of three tries the closest pair is kept.
+fn paired(source: &quanta::Clock, shift: u64) -> Anchor {
+    let take = || {
+        let before = source.raw();
+        let wall_ns = system_ns(shift);
+        let gap = source.raw().saturating_sub(before);
+        let raw = before + gap / 2;
+        (gap, Anchor { raw, wall_ns })
+    };
+    let (mut closest, mut best) = take();
+    for _ in 1..3 {
+        let (gap, anchor) = take();
+        if gap < closest {
+            (closest, best) = (gap, anchor);
+        }
+    }
+    best
 }
 
 impl Clock {
@@ -86,27 +108,9 @@ impl Clock {
         }
     }
 
-    /// An anchor taken now: the wall clock read between two raw readings,
-    /// paired with their midpoint. A thread preempted in between would
-    /// pair them tens of microseconds apart, so of three tries the closest
-    /// pair is kept.
+    /// An anchor taken now.
     fn fresh(&self) -> Anchor {
-        let shift = self.shift_ns.load(Ordering::Relaxed);
-        let take = || {
-            let before = self.source.raw();
-            let wall_ns = system_ns(shift);
-            let gap = self.source.raw().saturating_sub(before);
-            let raw = before + gap / 2;
-            (gap, Anchor { raw, wall_ns })
-        };
-        let (mut closest, mut best) = take();
-        for _ in 1..3 {
-            let (gap, anchor) = take();
-            if gap < closest {
-                (closest, best) = (gap, anchor);
-            }
-        }
-        best
+        paired(&self.source, self.shift_ns.load(Ordering::Relaxed))
     }
 
     /// A new anchor, unless another thread is taking one.
