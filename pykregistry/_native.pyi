@@ -450,6 +450,13 @@ class SpanRef:
         when that parent has closed; ``None`` for a root of a new trace."""
 
     @property
+    def parent_is_remote(self) -> bool:
+        """Whether the span's parent in its trace is in another process: the
+        span continues a :class:`RemoteParent`. A parent that closed here,
+        or another tracer's span in this process (the OpenTelemetry
+        bridge), is not remote."""
+
+    @property
     def thread_id(self) -> int:
         """The thread that made the span, as ``threading.get_ident()``
         names it there."""

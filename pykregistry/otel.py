@@ -20,8 +20,9 @@ The exported span is the registry's span as the native exporter sends it:
 - ids: its ``trace_id`` and ``span_id`` (R13), its parent's
   ``parent_span_id``, and the trace flags and ``tracestate`` of its trace
   (:attr:`~pykregistry.SpanRef.trace_flags`); the parent is remote when
-  the span is a root here that continues a
-  :class:`~pykregistry.RemoteParent`;
+  the span continues a :class:`~pykregistry.RemoteParent`
+  (:attr:`~pykregistry.SpanRef.parent_is_remote`), not when its parent
+  closed here or is an OpenTelemetry span of this process;
 - name and times: the span's name, ``start_time_ns`` and ``end_time_ns``;
   kind ``INTERNAL``;
 - attributes: its fields (lists and tuples stay arrays; integers beyond
@@ -264,9 +265,8 @@ class OpenTelemetryLayer:
         parent = (
             None
             if parent_span_id is None
-            # A root here with a parent in its trace continues a remote one.
             else SpanContext(
-                trace_id, parent_span_id, span.parent_id is None, trace_flags, trace_state
+                trace_id, parent_span_id, span.parent_is_remote, trace_flags, trace_state
             )
         )
         start = span.start_time_ns

@@ -252,6 +252,7 @@ VIEW_PROPS = [
     "span_id",
     "trace_id",
     "parent_span_id",
+    "parent_is_remote",
     "trace_flags",
     "tracestate",
     "thread_id",

@@ -8,6 +8,7 @@ span sent by the native exporter is compared with it."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -144,6 +145,31 @@ def test_a_remote_parent_is_a_remote_span_context_with_its_tracestate(
     assert handler.parent.span_id == server.context.span_id
     assert not handler.parent.is_remote
     assert handler.context.trace_state.to_header() == "vendor=opaque,other=1"
+
+
+def test_a_parent_that_closed_in_this_process_is_not_remote(pipeline: Pipeline) -> None:
+    # R13: a task that outlives its parent makes a root here that keeps the
+    # parent's place in the trace; that parent was local, not remote.
+    reg = pipeline.reg
+
+    async def main() -> asyncio.Task[None]:
+        async def late() -> None:
+            await asyncio.sleep(0.01)
+            with reg.span("late"):
+                pass
+
+        with reg.span("parent"):
+            return asyncio.create_task(late())
+
+    async def run() -> None:
+        await (await main())
+
+    asyncio.run(run())
+    spans = pipeline.spans()
+    late = spans["late"]
+    assert late.parent is not None
+    assert late.parent.span_id == spans["parent"].context.span_id
+    assert not late.parent.is_remote
 
 
 def test_a_trace_that_is_not_sampled_is_dropped_by_the_sdk_processor(

@@ -21,6 +21,7 @@ import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 from otlp_receivers import Receiver, attrs, closed_port
 
+import pykregistry
 from pykregistry import Level, OtlpExporter, Registry
 
 # === A silent collector, a child interpreter ===
@@ -143,6 +144,29 @@ def test_follows_from_is_a_link(receiver: Receiver) -> None:
     effect_span = receiver.by_name()["effect"]
     assert [link.span_id.hex() for link in effect_span.links] == [f"{cause_id:016x}"]
     assert receiver.by_name()["cause"].links == []
+
+
+def test_flags_carry_the_trace_flags_and_whether_the_parent_is_remote(
+    receiver: Receiver,
+) -> None:
+    # OTLP's Span.flags: W3C trace flags in bits 0-7; 0x100 says whether the
+    # parent is remote is known, 0x200 that it is.
+    exporter = OtlpExporter(receiver.url)
+    reg = Registry(layers=[exporter])
+    remote = pykregistry.extract(
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    )
+    assert remote is not None
+    with reg.span("server", parent=remote) as server, reg.span("handler"):
+        assert server.ref is not None
+        assert server.ref.parent_is_remote
+    with reg.span("local"):
+        pass
+    assert exporter.flush(10)
+    spans = receiver.by_name()
+    assert spans["server"].flags == 0x301
+    assert spans["handler"].flags == 0x101
+    assert spans["local"].flags == 0x101
 
 
 def test_a_span_is_sent_at_its_end_not_its_close(receiver: Receiver) -> None:

@@ -423,6 +423,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         data.parent_span_id = parent_span_id;
         data.trace_flags = flags;
         data.has_tracestate = false;
+        data.parent_is_remote = remote.is_some() && parent.is_none() && foreign.is_none();
         // A root keeps its remote parent's `tracestate`; a span under a
         // foreign parent keeps that one's, or an empty one (none), so that
         // no ancestor's is taken for it (see `SpanRef::tracestate`).

@@ -36,11 +36,13 @@ pub struct SpanData<X> {
     pub(crate) fields: std::sync::Mutex<Fields>,
     pub(crate) ext: X,
     /// W3C trace context: the trace's flags (those of the remote parent it
-    /// continues, or [`DEFAULT_FLAGS`]), and whether this span is a root
-    /// whose `tracestate` is in [`Shared::tracestates`]. In what was
-    /// padding after `level`: they cost no room.
+    /// continues, or [`DEFAULT_FLAGS`]), whether this span is a root
+    /// whose `tracestate` is in [`Shared::tracestates`], and whether its
+    /// parent in the trace is in another process. In what was padding
+    /// after `level`: they cost no room.
     pub(crate) trace_flags: u8,
     pub(crate) has_tracestate: bool,
+    pub(crate) parent_is_remote: bool,
 }
 
 /// A span's name and target: copied in, or those of its `tracing` metadata,
@@ -86,6 +88,7 @@ impl<X: Default> Default for SpanData<X> {
             ext: X::default(),
             trace_flags: 0,
             has_tracestate: false,
+            parent_is_remote: false,
         }
     }
 }
@@ -108,6 +111,7 @@ impl<X: Default> Clear for SpanData<X> {
         self.parent_span_id = 0;
         self.trace_flags = 0;
         self.has_tracestate = false;
+        self.parent_is_remote = false;
         self.fields
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
@@ -177,6 +181,14 @@ impl<X> SpanData<X> {
             trace_id: self.trace_id(),
             span_id: self.span_id,
         }
+    }
+
+    /// Whether the span's parent in its trace is in another process: a
+    /// root that continues a remote parent ([`Attrs::remote_parent`](crate::Attrs)).
+    /// A parent that closed (R13) or another tracer's span in this process
+    /// ([`Attrs::foreign_parent`](crate::Attrs)) is not remote.
+    pub fn parent_is_remote(&self) -> bool {
+        self.parent_is_remote
     }
 
     /// W3C trace context: the flags of the span's trace (see

@@ -239,6 +239,10 @@ fn r13_a_closed_contextual_parent_stays_the_parent_in_the_trace() {
     assert_eq!(registry.get(c).unwrap().parent_id(), None, "a root");
     assert_eq!(identity(&registry, c).0, tp.trace_id);
     assert_eq!(identity(&registry, c).2, Some(tp.span_id));
+    assert!(
+        !registry.get(c).unwrap().parent_is_remote(),
+        "a parent that closed in this process is not remote"
+    );
 }
 
 #[test]

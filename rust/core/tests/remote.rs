@@ -50,6 +50,7 @@ fn a_span_with_a_remote_parent_is_a_root_that_continues_its_trace() {
         assert_ne!(view.span_id(), r.trace_parent.span_id);
         assert_eq!(view.trace_flags(), SAMPLED | RANDOM_TRACE_ID);
         assert_eq!(view.tracestate().as_deref(), Some("congo=t61rcWkgMzE"));
+        assert!(view.parent_is_remote(), "its parent is in another process");
     }
 }
 
@@ -74,6 +75,7 @@ fn descendants_carry_the_remote_trace_its_flags_and_tracestate() {
             "an unsampled remote trace stays unsampled"
         );
         assert_eq!(c.tracestate, r.tracestate);
+        assert!(!registry.get(s).unwrap().parent_is_remote());
     }
     // What a process continuing `query` is told.
     let c = context(&registry, query);
@@ -230,6 +232,10 @@ fn a_foreign_parent_is_the_trace_parent_and_keeps_the_registry_parent() {
     assert_eq!((view.trace_id(), view.parent_span_id()), (7, Some(9)));
     assert_eq!(view.trace_flags(), 0);
     assert_eq!(view.tracestate().as_deref(), Some("vendor=x"));
+    assert!(
+        !view.parent_is_remote(),
+        "another tracer's span in this process is not remote"
+    );
     let child = registry
         .new_span(&with(None), Parent::Explicit(inner), |_, ()| {})
         .unwrap();

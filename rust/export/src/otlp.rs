@@ -74,6 +74,14 @@ pub fn request(resource: &[(String, Value)], spans: Vec<SpanRecord>) -> ExportTr
 }
 
 /// One span's message.
+/// OTLP's `Span.flags`: the trace flags in bits 0-7, and bits 8-9 saying
+/// that whether the parent is remote is known, and whether it is.
+fn span_flags(trace_flags: u8, parent_is_remote: bool) -> u32 {
+    const HAS_IS_REMOTE: u32 = 0x100;
+    const IS_REMOTE: u32 = 0x200;
+    u32::from(trace_flags) | HAS_IS_REMOTE | if parent_is_remote { IS_REMOTE } else { 0 }
+}
+
 fn span(record: SpanRecord) -> Span {
     let error = record.fields.iter().any(|(k, v)| {
         (&**k == "error" && matches!(v, Value::Bool(true))) || &**k == "exception.type"
@@ -126,6 +134,7 @@ fn span(record: SpanRecord) -> Span {
             .map(|p| p.to_be_bytes().to_vec())
             .unwrap_or_default(),
         name: record.name.into(),
+        flags: span_flags(record.trace_flags, record.parent_is_remote),
         kind: span::SpanKind::Internal as i32,
         start_time_unix_nano: record.start_time_ns,
         end_time_unix_nano: record.end_time_ns,
@@ -216,6 +225,8 @@ mod tests {
             trace_id: 0x0123_4567_89ab_cdef_0011_2233_4455_6677,
             span_id: 0xfedc_ba98_7654_3210,
             parent_span_id: Some(7),
+            trace_flags: 1,
+            parent_is_remote: true,
             name: "db.query".into(),
             target: "app.db".into(),
             level: Level::Debug,
@@ -284,6 +295,8 @@ mod tests {
         );
         assert_eq!(s.span_id, 0xfedc_ba98_7654_3210_u64.to_be_bytes());
         assert_eq!(s.parent_span_id, 7_u64.to_be_bytes());
+        // Sampled, and the parent's remoteness known (0x100) and true (0x200).
+        assert_eq!(s.flags, 0x301);
         assert_eq!(
             (s.start_time_unix_nano, s.end_time_unix_nano),
             (1_000, 5_000)

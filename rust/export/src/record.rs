@@ -12,6 +12,10 @@ pub struct SpanRecord {
     pub span_id: u64,
     /// The parent's span id in the trace, if any.
     pub parent_span_id: Option<u64>,
+    /// The W3C trace flags of its trace (bits 0-7 of OTLP's `Span.flags`).
+    pub trace_flags: u8,
+    /// Whether its parent is in another process (OTLP's `is_remote` bit).
+    pub parent_is_remote: bool,
     /// The span's name.
     pub name: Box<str>,
     /// Its target: the instrumentation scope.

@@ -90,6 +90,8 @@ fn span(i: u64) -> SpanRecord {
         trace_id: 0xabc,
         span_id: i,
         parent_span_id: (i > 1).then_some(1),
+        trace_flags: 1,
+        parent_is_remote: false,
         name: format!("span{i}").into(),
         target: "app".into(),
         level: Level::Info,

@@ -103,6 +103,8 @@ impl Sink for OtlpSink {
             trace_id: span.trace_id(),
             span_id: span.span_id(),
             parent_span_id: span.parent_span_id(),
+            trace_flags: span.trace_flags(),
+            parent_is_remote: span.parent_is_remote(),
             name: span.name().into(),
             target: span.target().into(),
             level: span.level(),

@@ -103,6 +103,14 @@ impl SpanRef {
         self.with(|s| s.parent_span_id())
     }
 
+    /// Whether the span's parent in its trace is in another process: it
+    /// continues a `RemoteParent` (OpenTelemetry's `SpanContext.is_remote`
+    /// of its parent).
+    #[getter]
+    fn parent_is_remote(&self) -> PyResult<bool> {
+        self.with(|s| s.parent_is_remote())
+    }
+
     /// W3C trace context: the flags of the span's trace: those of the
     /// remote parent it continues, else `0x01` (sampled).
     #[getter]
