@@ -146,7 +146,7 @@ def test_follows_from_is_a_link(receiver: Receiver) -> None:
     assert receiver.by_name()["cause"].links == []
 
 
-def test_flags_carry_the_trace_flags_and_whether_the_parent_is_remote(
+def test_flags_and_trace_state_carry_the_trace_context_and_a_remote_parent(
     receiver: Receiver,
 ) -> None:
     # OTLP's Span.flags: W3C trace flags in bits 0-7; 0x100 says whether the
@@ -154,7 +154,10 @@ def test_flags_carry_the_trace_flags_and_whether_the_parent_is_remote(
     exporter = OtlpExporter(receiver.url)
     reg = Registry(layers=[exporter])
     remote = pykregistry.extract(
-        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+        {
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "vendor=opaque",
+        }
     )
     assert remote is not None
     with reg.span("server", parent=remote) as server, reg.span("handler"):
@@ -167,6 +170,10 @@ def test_flags_carry_the_trace_flags_and_whether_the_parent_is_remote(
     assert spans["server"].flags == 0x301
     assert spans["handler"].flags == 0x101
     assert spans["local"].flags == 0x101
+    # The remote trace's tracestate, on its spans only.
+    assert spans["server"].trace_state == "vendor=opaque"
+    assert spans["handler"].trace_state == "vendor=opaque"
+    assert spans["local"].trace_state == ""
 
 
 def test_a_span_is_sent_at_its_end_not_its_close(receiver: Receiver) -> None:

@@ -13,7 +13,7 @@ use sharded_slab::{Config, DefaultConfig, Pool};
 use tracing_core::Metadata;
 
 use crate::field::{upsert, Fields, Value};
-use crate::span::{Names, SpanData, SpanRef};
+use crate::span::{marks, Names, SpanData, SpanRef};
 use crate::sync::{fence, Arc, AtomicBool, AtomicIsize, AtomicU32, Mutex, SlabSteps};
 use crate::traceparent::{RemoteParent, DEFAULT_FLAGS};
 use crate::{identity, seat, Error, Level, Op};
@@ -369,19 +369,25 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         let trace_parent = remote.map(|r| r.trace_parent).or(attrs.trace_parent);
         let flags = remote.map_or(DEFAULT_FLAGS, |r| r.trace_flags);
         let parent_arg = parent;
-        let (parent, trace, flags) = match parent {
+        // A parent that keeps a `tracestate`, or is under one that does.
+        let stated = |view: &SpanRef<'_, H, C>| view.may_have_tracestate();
+        let (parent, trace, flags, under_tracestate) = match parent {
             Parent::Explicit(p) => {
                 let view = self.clone_span_ref(p).map_err(|e| match e {
                     Error::NotLive { id, .. } => Error::NotLive { id, op: Op::Parent },
                     e => e,
                 })?;
-                (Some(p), Some(view.as_trace_parent()), view.trace_flags)
+                let trace = Some(view.as_trace_parent());
+                (Some(p), trace, view.trace_flags, stated(&view))
             }
             Parent::Contextual(Some(p)) => match self.clone_contextual(p, trace_parent) {
-                Some(view) => (Some(p), Some(view.as_trace_parent()), view.trace_flags),
-                None => (None, trace_parent, flags),
+                Some(view) => {
+                    let trace = Some(view.as_trace_parent());
+                    (Some(p), trace, view.trace_flags, stated(&view))
+                }
+                None => (None, trace_parent, flags, false),
             },
-            Parent::Root | Parent::Contextual(None) => (None, trace_parent, flags),
+            Parent::Root | Parent::Contextual(None) => (None, trace_parent, flags, false),
         };
         let foreign = attrs
             .foreign_parent
@@ -422,8 +428,15 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         data.trace_id = [(trace_id >> 64) as u64, trace_id as u64];
         data.parent_span_id = parent_span_id;
         data.trace_flags = flags;
-        data.has_tracestate = false;
-        data.parent_is_remote = remote.is_some() && parent.is_none() && foreign.is_none();
+        data.marks = if under_tracestate {
+            marks::UNDER_TRACESTATE
+        } else {
+            0
+        } | if remote.is_some() && parent.is_none() && foreign.is_none() {
+            marks::PARENT_IS_REMOTE
+        } else {
+            0
+        };
         // A root keeps its remote parent's `tracestate`; a span under a
         // foreign parent keeps that one's, or an empty one (none), so that
         // no ancestor's is taken for it (see `SpanRef::tracestate`).
@@ -435,7 +448,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         };
         if let Some(state) = tracestate {
             self.lock_tracestates().insert(data.span_id, state);
-            data.has_tracestate = true;
+            data.marks |= marks::KEEPS_TRACESTATE;
         }
         // A fresh atomic rather than a store: the slot is exclusively ours,
         // and under loom this also starts the count's history anew.
@@ -621,7 +634,7 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
             // `Arc::drop` does) before reading it for the last time.
             fence(Ordering::Acquire);
             self.shared.hooks.on_close(self, id, &span);
-            if span.has_tracestate {
+            if span.keeps_tracestate() {
                 self.lock_tracestates().remove(&span.span_id);
             }
             let parent = span.parent;

@@ -36,13 +36,22 @@ pub struct SpanData<X> {
     pub(crate) fields: std::sync::Mutex<Fields>,
     pub(crate) ext: X,
     /// W3C trace context: the trace's flags (those of the remote parent it
-    /// continues, or [`DEFAULT_FLAGS`]), whether this span is a root
-    /// whose `tracestate` is in [`Shared::tracestates`], and whether its
-    /// parent in the trace is in another process. In what was padding
-    /// after `level`: they cost no room.
+    /// continues, or [`DEFAULT_FLAGS`]), and the [`marks`] below. In what
+    /// was padding after `level`: they cost no room.
     pub(crate) trace_flags: u8,
-    pub(crate) has_tracestate: bool,
-    pub(crate) parent_is_remote: bool,
+    pub(crate) marks: u8,
+}
+
+/// [`SpanData::marks`]: facts about a span's trace, one bit each.
+pub(crate) mod marks {
+    /// Its `tracestate` is in [`Shared::tracestates`](crate::registry):
+    /// a root under a remote parent, or a span under a foreign parent.
+    pub(crate) const KEEPS_TRACESTATE: u8 = 1;
+    /// An ancestor keeps a `tracestate`: when neither it nor the span does,
+    /// [`SpanRef::tracestate`](super::SpanRef::tracestate) walks nothing.
+    pub(crate) const UNDER_TRACESTATE: u8 = 2;
+    /// Its parent in the trace is in another process.
+    pub(crate) const PARENT_IS_REMOTE: u8 = 4;
 }
 
 /// A span's name and target: copied in, or those of its `tracing` metadata,
@@ -87,8 +96,7 @@ impl<X: Default> Default for SpanData<X> {
             fields: std::sync::Mutex::new(Vec::new()),
             ext: X::default(),
             trace_flags: 0,
-            has_tracestate: false,
-            parent_is_remote: false,
+            marks: 0,
         }
     }
 }
@@ -110,8 +118,7 @@ impl<X: Default> Clear for SpanData<X> {
         self.trace_id = [0; 2];
         self.parent_span_id = 0;
         self.trace_flags = 0;
-        self.has_tracestate = false;
-        self.parent_is_remote = false;
+        self.marks = 0;
         self.fields
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
@@ -188,7 +195,18 @@ impl<X> SpanData<X> {
     /// A parent that closed (R13) or another tracer's span in this process
     /// ([`Attrs::foreign_parent`](crate::Attrs)) is not remote.
     pub fn parent_is_remote(&self) -> bool {
-        self.parent_is_remote
+        self.marks & marks::PARENT_IS_REMOTE != 0
+    }
+
+    /// Whether the span keeps its trace's `tracestate`.
+    pub(crate) fn keeps_tracestate(&self) -> bool {
+        self.marks & marks::KEEPS_TRACESTATE != 0
+    }
+
+    /// Whether the span's trace may have a `tracestate`: when not,
+    /// [`SpanRef::tracestate`] is `None` without a look.
+    pub fn may_have_tracestate(&self) -> bool {
+        self.marks & (marks::KEEPS_TRACESTATE | marks::UNDER_TRACESTATE) != 0
     }
 
     /// W3C trace context: the flags of the span's trace (see
@@ -274,9 +292,12 @@ impl<'a, H: Hooks, C: Config + 'static> SpanRef<'a, H, C> {
     /// had one. Walks up to that span (or to the root).
     #[must_use]
     pub fn tracestate(&self) -> Option<std::sync::Arc<str>> {
+        if !self.may_have_tracestate() {
+            return None; // most traces: none to look for
+        }
         // The nearest span that keeps one: a root under a remote parent,
         // or a span under a foreign parent (whose empty one means none).
-        let keeper = self.scope().find(|s| s.has_tracestate)?;
+        let keeper = self.scope().find(|s| s.keeps_tracestate())?;
         self.registry
             .lock_tracestates()
             .get(&keeper.span_id)

@@ -135,6 +135,7 @@ fn span(record: SpanRecord) -> Span {
             .unwrap_or_default(),
         name: record.name.into(),
         flags: span_flags(record.trace_flags, record.parent_is_remote),
+        trace_state: record.trace_state.as_deref().unwrap_or_default().into(),
         kind: span::SpanKind::Internal as i32,
         start_time_unix_nano: record.start_time_ns,
         end_time_unix_nano: record.end_time_ns,
@@ -227,6 +228,7 @@ mod tests {
             parent_span_id: Some(7),
             trace_flags: 1,
             parent_is_remote: true,
+            trace_state: Some("congo=t61rcWkgMzE".into()),
             name: "db.query".into(),
             target: "app.db".into(),
             level: Level::Debug,
@@ -297,6 +299,7 @@ mod tests {
         assert_eq!(s.parent_span_id, 7_u64.to_be_bytes());
         // Sampled, and the parent's remoteness known (0x100) and true (0x200).
         assert_eq!(s.flags, 0x301);
+        assert_eq!(s.trace_state, "congo=t61rcWkgMzE");
         assert_eq!(
             (s.start_time_unix_nano, s.end_time_unix_nano),
             (1_000, 5_000)

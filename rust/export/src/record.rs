@@ -16,6 +16,8 @@ pub struct SpanRecord {
     pub trace_flags: u8,
     /// Whether its parent is in another process (OTLP's `is_remote` bit).
     pub parent_is_remote: bool,
+    /// The W3C `tracestate` of its trace, if it came with one.
+    pub trace_state: Option<std::sync::Arc<str>>,
     /// The span's name.
     pub name: Box<str>,
     /// Its target: the instrumentation scope.

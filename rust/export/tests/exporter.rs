@@ -92,6 +92,7 @@ fn span(i: u64) -> SpanRecord {
         parent_span_id: (i > 1).then_some(1),
         trace_flags: 1,
         parent_is_remote: false,
+        trace_state: None,
         name: format!("span{i}").into(),
         target: "app".into(),
         level: Level::Info,
