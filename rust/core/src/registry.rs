@@ -369,8 +369,8 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         let trace_parent = remote.map(|r| r.trace_parent).or(attrs.trace_parent);
         let flags = remote.map_or(DEFAULT_FLAGS, |r| r.trace_flags);
         let parent_arg = parent;
-        // A parent that keeps a `tracestate`, or is under one that does.
-        let stated = |view: &SpanRef<'_, H, C>| view.may_have_tracestate();
+        // The last: whether the parent keeps a `tracestate`, or is under one
+        // that does.
         let (parent, trace, flags, under_tracestate) = match parent {
             Parent::Explicit(p) => {
                 let view = self.clone_span_ref(p).map_err(|e| match e {
@@ -378,12 +378,12 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
                     e => e,
                 })?;
                 let trace = Some(view.as_trace_parent());
-                (Some(p), trace, view.trace_flags, stated(&view))
+                (Some(p), trace, view.trace_flags, view.may_have_tracestate())
             }
             Parent::Contextual(Some(p)) => match self.clone_contextual(p, trace_parent) {
                 Some(view) => {
                     let trace = Some(view.as_trace_parent());
-                    (Some(p), trace, view.trace_flags, stated(&view))
+                    (Some(p), trace, view.trace_flags, view.may_have_tracestate())
                 }
                 None => (None, trace_parent, flags, false),
             },
@@ -428,15 +428,14 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
         data.trace_id = [(trace_id >> 64) as u64, trace_id as u64];
         data.parent_span_id = parent_span_id;
         data.trace_flags = flags;
-        data.marks = if under_tracestate {
-            marks::UNDER_TRACESTATE
-        } else {
-            0
-        } | if remote.is_some() && parent.is_none() && foreign.is_none() {
-            marks::PARENT_IS_REMOTE
-        } else {
-            0
-        };
+        let mut bits = 0;
+        if under_tracestate {
+            bits |= marks::UNDER_TRACESTATE;
+        }
+        if remote.is_some() && parent.is_none() && foreign.is_none() {
+            bits |= marks::PARENT_IS_REMOTE;
+        }
+        data.marks = bits;
         // A root keeps its remote parent's `tracestate`; a span under a
         // foreign parent keeps that one's, or an empty one (none), so that
         // no ancestor's is taken for it (see `SpanRef::tracestate`).
