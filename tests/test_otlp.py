@@ -176,6 +176,28 @@ def test_flags_and_trace_state_carry_the_trace_context_and_a_remote_parent(
     assert spans["local"].trace_state == ""
 
 
+def test_spans_that_end_as_they_close_keep_their_trace_state(receiver: Receiver) -> None:
+    # The integer API: no handle made these, so each ends as it closes,
+    # when its own ID no longer names it.
+    exporter = OtlpExporter(receiver.url)
+    reg = Registry(layers=[exporter])
+    remote = pykregistry.extract(
+        {
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "vendor=opaque",
+        }
+    )
+    server = reg.new_span("server", parent=remote)
+    child = reg.new_span("child", parent=server)
+    assert reg.try_close(child)
+    assert reg.try_close(server)
+    assert exporter.flush(10)
+    spans = receiver.by_name()
+    assert spans["child"].trace_state == "vendor=opaque"
+    assert spans["server"].trace_state == "vendor=opaque"
+    assert (spans["server"].flags, spans["child"].flags) == (0x301, 0x101)
+
+
 def test_a_span_is_sent_at_its_end_not_its_close(receiver: Receiver) -> None:
     # R14: a clone kept alive does not delay the span, nor stretch it.
     exporter = OtlpExporter(receiver.url)

@@ -608,6 +608,28 @@ impl<H: Hooks, C: Config + 'static> Registry<H, C> {
             .filter(|s| s.ref_count.load(Ordering::Acquire) != DEAD)
     }
 
+    /// W3C trace context: the `tracestate` of `span`'s trace (see
+    /// [`SpanRef::tracestate`]). Also for a span that is closing (in
+    /// [`Hooks::on_close`]), whose own ID no longer names it.
+    pub fn tracestate_of(&self, span: &SpanData<H::Ext>) -> Option<std::sync::Arc<str>> {
+        if !span.may_have_tracestate() {
+            return None; // most traces: none to look for
+        }
+        // The nearest span that keeps one: a root under a remote parent,
+        // or a span under a foreign parent (whose empty one means none).
+        let keeper = if span.keeps_tracestate() {
+            span.span_id
+        } else {
+            let parent = self.get(span.parent?)?;
+            let keeper = parent.scope().find(|s| s.keeps_tracestate())?;
+            keeper.span_id
+        };
+        self.lock_tracestates()
+            .get(&keeper)
+            .filter(|state| !state.is_empty())
+            .map(std::sync::Arc::clone)
+    }
+
     pub(crate) fn lock_tracestates(&self) -> MutexGuard<'_, HashMap<u64, std::sync::Arc<str>>> {
         self.shared
             .tracestates

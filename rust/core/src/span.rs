@@ -292,17 +292,7 @@ impl<'a, H: Hooks, C: Config + 'static> SpanRef<'a, H, C> {
     /// had one. Walks up to that span (or to the root).
     #[must_use]
     pub fn tracestate(&self) -> Option<std::sync::Arc<str>> {
-        if !self.may_have_tracestate() {
-            return None; // most traces: none to look for
-        }
-        // The nearest span that keeps one: a root under a remote parent,
-        // or a span under a foreign parent (whose empty one means none).
-        let keeper = self.scope().find(|s| s.keeps_tracestate())?;
-        self.registry
-            .lock_tracestates()
-            .get(&keeper.span_id)
-            .filter(|state| !state.is_empty())
-            .map(std::sync::Arc::clone)
+        self.registry.tracestate_of(&self.data)
     }
 
     /// W3C trace context: this span as a process that continues it sees it:

@@ -97,7 +97,7 @@ impl Sink for OtlpSink {
         true
     }
 
-    fn write_span(&self, core: &Core, id: Id, span: &SpanData<SpanExt>) {
+    fn write_span(&self, core: &Core, _id: Id, span: &SpanData<SpanExt>) {
         let timings = span.ext().timings();
         let record = SpanRecord {
             trace_id: span.trace_id(),
@@ -106,10 +106,7 @@ impl Sink for OtlpSink {
             trace_flags: span.trace_flags(),
             parent_is_remote: span.parent_is_remote(),
             // Looked up (up the tree) only in a trace that came with one.
-            trace_state: span
-                .may_have_tracestate()
-                .then(|| core.get(id)?.tracestate())
-                .flatten(),
+            trace_state: core.tracestate_of(span),
             name: span.name().into(),
             target: span.target().into(),
             level: span.level(),
